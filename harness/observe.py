@@ -1,0 +1,180 @@
+"""Observation through an independent path: `ip -json` and `ping`, run inside each node.
+
+The backend configured the kernel over netlink (or in a VM); here the result is read back with iproute2's
+JSON output and tested with ICMP echo from inside the source namespace, so a bug in the configuring code
+cannot confirm itself. All a backend must offer is `run_many([(node, argv)], timeout)`.
+`observe_nodes` returns a `NodeView` per node (links with kind and mode, addresses, routes);
+`ping_many` runs `PingJob`s concurrently and returns `PingResult`s with the command and its output as
+evidence.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+# How long a probe may take. An expected-reachable probe returns at its first reply (deadline -w, whole
+# seconds in iputils); an isolation probe sends ISOLATION_PACKETS and waits ISOLATION_WAIT after the last,
+# so it is short, and all probes run at once: the matrix costs about one window, not one per pair.
+REACH_DEADLINE = 3
+PING_INTERVAL = 0.2
+ISOLATION_PACKETS = 2
+ISOLATION_WAIT = 0.4
+# ping exits 2 for these: the source has no route at all, which is isolation, not a broken probe.
+NO_ROUTE = ("Network is unreachable", "No route to host", "Cannot assign requested address")
+
+
+@dataclass(frozen=True)
+class LinkView:
+    name: str
+    kind: str | None  # None for a plain (physical-like) device
+    mode: str | None
+    mac: str | None
+    up: bool
+    flags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RouteView:
+    dst: str  # "default" or CIDR
+    gateway: str | None
+    dev: str | None
+    family: int
+
+    def __str__(self) -> str:
+        return self.dst + (f" via {self.gateway}" if self.gateway else "") + (f" dev {self.dev}" if self.dev else "")
+
+
+@dataclass(frozen=True)
+class NodeView:
+    node: str
+    links: dict[str, LinkView] = field(default_factory=dict)
+    addresses: tuple[tuple[str, str, str], ...] = ()  # (ifname, cidr, scope)
+    routes: tuple[RouteView, ...] = ()
+    errors: tuple[str, ...] = ()
+
+    def global_addresses(self) -> list[str]:
+        return [cidr for ifname, cidr, scope in self.addresses if scope == "global" and ifname != "lo"]
+
+    def cidrs_on(self, ifname: str) -> list[str]:
+        return [cidr for name, cidr, _ in self.addresses if name == ifname]
+
+
+_QUERIES = {
+    "links": ["ip", "-json", "-details", "link", "show"],
+    "addrs": ["ip", "-json", "addr", "show"],
+    "routes4": ["ip", "-json", "-4", "route", "show", "table", "main"],
+    "routes6": ["ip", "-json", "-6", "route", "show", "table", "main"],
+}
+
+
+def observe_nodes(session, nodes: Sequence[str], timeout: float = 10.0) -> dict[str, NodeView]:
+    """Read every node's links, addresses and routes at once with `ip -json`."""
+    jobs = [(node, argv) for node in nodes for argv in _QUERIES.values()]
+    results = session.run_many(jobs, timeout=timeout)
+    views = {}
+    for i, node in enumerate(nodes):
+        chunk = dict(zip(_QUERIES, results[i * len(_QUERIES) : (i + 1) * len(_QUERIES)]))
+        errors = [f"`{r.command}` exited {r.exit_code}: {r.stderr.strip()}" for r in chunk.values() if not r.ok]
+        views[node] = NodeView(
+            node=node,
+            links=_links(_json(chunk["links"].stdout)),
+            addresses=_addresses(_json(chunk["addrs"].stdout)),
+            routes=_routes(_json(chunk["routes4"].stdout), 4) + _routes(_json(chunk["routes6"].stdout), 6),
+            errors=tuple(errors),
+        )
+    return views
+
+
+def _json(text: str) -> list:
+    try:
+        data = json.loads(text or "[]")
+    except json.JSONDecodeError:
+        return []
+    return data if isinstance(data, list) else []
+
+
+def _links(data: list) -> dict[str, LinkView]:
+    out = {}
+    for item in data:
+        info = item.get("linkinfo") or {}
+        kind = info.get("info_kind")
+        data_ = info.get("info_data") or {}
+        mode = data_.get("mode")
+        if kind == "ipvlan" and mode:
+            mode = str(mode).lower()
+        flags = tuple(item.get("flags", ()))
+        out[item["ifname"]] = LinkView(
+            name=item["ifname"], kind=kind, mode=mode, mac=item.get("address"),
+            up="UP" in flags, flags=flags,
+        )
+    return out
+
+
+def _addresses(data: list) -> tuple[tuple[str, str, str], ...]:
+    out = []
+    for item in data:
+        for a in item.get("addr_info", ()):
+            out.append((item["ifname"], f"{a['local']}/{a['prefixlen']}", a.get("scope", "")))
+    return tuple(out)
+
+
+def _routes(data: list, family: int) -> tuple[RouteView, ...]:
+    return tuple(RouteView(r.get("dst", ""), r.get("gateway"), r.get("dev"), family) for r in data)
+
+
+@dataclass(frozen=True)
+class PingJob:
+    src: str  # node
+    dst: str  # address
+    expect_reach: bool | None  # None: no expectation, wait the reach deadline
+    family: int = 0
+
+
+@dataclass(frozen=True)
+class PingResult:
+    job: PingJob
+    reached: bool
+    summary: str  # "3 packets transmitted, 0 received" or the error ping printed
+    command: str
+    exit_code: int
+    probe_error: bool = False  # ping itself failed (bad argument, unknown name): neither verdict holds
+
+    @property
+    def evidence(self) -> str:
+        return f"`{self.command}` in {self.job.src}: exit {self.exit_code}: {self.summary}"
+
+
+def ping_argv(dst: str, family: int, expect_reach: bool | None) -> list[str]:
+    version = family or (ipaddress.ip_address(dst).version if _is_ip(dst) else 4)
+    head = ["ping", f"-{version}", "-n", "-q", "-i", f"{PING_INTERVAL:g}"]
+    if expect_reach is False:
+        return [*head, "-c", str(ISOLATION_PACKETS), "-W", f"{ISOLATION_WAIT:g}", dst]
+    # -c 1 with -w: keep sending until one reply or the deadline; exit 0 iff a reply came.
+    return [*head, "-c", "1", "-w", str(REACH_DEADLINE), dst]
+
+
+def ping_many(session, jobs: Sequence[PingJob]) -> list[PingResult]:
+    argvs = [ping_argv(j.dst, j.family, j.expect_reach) for j in jobs]
+    results = session.run_many([(j.src, a) for j, a in zip(jobs, argvs)], timeout=REACH_DEADLINE + 5)
+    out = []
+    for job, res in zip(jobs, results):
+        text = (res.stdout + "\n" + res.stderr).strip()
+        summary = next((line.strip() for line in text.splitlines() if "transmitted" in line), "")
+        if not summary:
+            summary = text.splitlines()[-1] if text else "no output"
+        # Exit 0: a reply; 1: none; anything else is ping failing, unless it says there is no route.
+        no_route = any(marker in text for marker in NO_ROUTE)
+        probe_error = res.exit_code not in (0, 1) and not no_route
+        out.append(PingResult(job, res.exit_code == 0, summary, res.command, res.exit_code, probe_error))
+    return out
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False

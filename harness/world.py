@@ -1,0 +1,129 @@
+"""The emulated world around the Docker host, and the whole-scenario compile.
+
+`World` is the physical network of DESIGN.md: an `up` node whose Linux bridge `br0` is the switch, a
+`host` node whose `eth0` is a veth into that switch with the host's documented address, and, when the
+scenario names router addresses, an `rt` node (the upstream router) on a switch port, holding every
+gateway address, tagged on `eth0.N` when the network that contains it uses VLAN N. The switch passes
+802.1q tags unchanged, so VLAN isolation is enforced by the tagged sub-interfaces at both ends, as on a
+trunk port. `compile_plan` runs the `DockerEmulator` over every step, assuming each succeeds, for
+`harness plan`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from harness.driver import DockerEmulator
+from harness.model import HostLinkAdd, IPInterface, NetworkCreate, Scenario
+from harness.plan import AddAddress, AddLink, AddRoute, CreateNode, Op, Plan, SetLink, SetSysctl
+from harness.profiles import DEFAULT_PROFILE
+
+SWITCH, ROUTER, HOST = "up", "rt", "host"
+
+
+@dataclass(frozen=True)
+class RouterPort:
+    interface: IPInterface
+    vlan: int | None
+    dev: str  # eth0 or eth0.N in the router node
+
+
+@dataclass(frozen=True)
+class World:
+    host_parent: str
+    host_addresses: tuple[IPInterface, ...]
+    router_ports: tuple[RouterPort, ...]
+    forwarding: bool
+    hairpin: bool
+
+    @classmethod
+    def of(cls, scenario: Scenario) -> World:
+        topo = scenario.topology
+        vlans = subnet_vlans(scenario)
+        ports = []
+        for ra in topo.router_addresses:
+            vlan = ra.vlan if ra.vlan is not None else _vlan_for(ra.interface, vlans)
+            ports.append(RouterPort(ra.interface, vlan, "eth0" if vlan is None else f"eth0.{vlan}"))
+        return cls(topo.host_parent, topo.host_addresses, tuple(ports), topo.router_forwarding, topo.switch_hairpin)
+
+    def host_gateway(self, version: int) -> IPInterface | None:
+        """The router address the host's own default route uses: one in the host's untagged subnet."""
+        for addr in self.host_addresses:
+            for port in self.router_ports:
+                if port.vlan is None and port.interface.version == version == addr.version and port.interface.ip in addr.network:
+                    return port.interface
+        return None
+
+    def ops(self) -> tuple[Op, ...]:
+        ops: list[Op] = [
+            CreateNode(SWITCH, "switch"),
+            # The switch is a layer-2 device: no IPv6 of its own (no link-local chatter, no DAD delays).
+            SetSysctl(SWITCH, "net.ipv6.conf.all.disable_ipv6", "1"),
+            SetSysctl(SWITCH, "net.ipv6.conf.default.disable_ipv6", "1"),
+            AddLink(SWITCH, "br0", "bridge"),
+            SetLink(SWITCH, "br0", up=True),
+            CreateNode(HOST, "host"),
+            *_switch_port(HOST, self.host_parent, "p-host", hairpin=self.hairpin),
+        ]
+        ops += [AddAddress(HOST, self.host_parent, str(a)) for a in self.host_addresses]
+        for version in (4, 6):
+            gw = self.host_gateway(version)
+            if gw is not None:
+                ops.append(AddRoute(HOST, "default", self.host_parent, gateway=str(gw.ip), family=version))
+        if self.router_ports:
+            ops += [CreateNode(ROUTER, "router"), *_switch_port(ROUTER, "eth0", "p-rt", hairpin=False)]
+            for vlan in sorted({p.vlan for p in self.router_ports if p.vlan is not None}):
+                ops += [AddLink(ROUTER, f"eth0.{vlan}", "vlan", parent="eth0", vlan_id=vlan),
+                        SetLink(ROUTER, f"eth0.{vlan}", up=True)]
+            ops += [AddAddress(ROUTER, p.dev, str(p.interface)) for p in self.router_ports]
+            value = "1" if self.forwarding else "0"
+            ops += [SetSysctl(ROUTER, "net.ipv4.ip_forward", value),
+                    SetSysctl(ROUTER, "net.ipv6.conf.all.forwarding", value)]
+        return tuple(ops)
+
+
+def _switch_port(node: str, name: str, port: str, hairpin: bool) -> list[Op]:
+    ops: list[Op] = [
+        AddLink(node, name, "veth", peer=port, peer_node=SWITCH),
+        SetLink(SWITCH, port, master="br0"),
+    ]
+    if hairpin:
+        ops.append(SetLink(SWITCH, port, hairpin=True))
+    ops += [SetLink(SWITCH, port, up=True), SetLink(node, name, up=True)]
+    return ops
+
+
+def subnet_vlans(scenario: Scenario) -> list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int | None]]:
+    """Each subnet of each created network with the VLAN its parent implies (eth0.50 -> 50)."""
+    by_hand = {s.command.name: s.command.vlan_id for s in scenario.steps if isinstance(s.command, HostLinkAdd)}
+    out = []
+    for step in scenario.steps:
+        cmd = step.command
+        if not isinstance(cmd, NetworkCreate):
+            continue
+        parent = cmd.option("parent") or ""
+        vlan = by_hand.get(parent)
+        if vlan is None and "." in parent:
+            tail = parent.rsplit(".", 1)[1]
+            vlan = int(tail) if tail.isdigit() else None
+        for subnet in cmd.subnets:
+            try:
+                out.append((ipaddress.ip_network(subnet, strict=False), vlan))
+            except ValueError:
+                continue  # Docker reports the bad subnet when the command runs
+    return out
+
+
+def _vlan_for(interface: IPInterface, vlans) -> int | None:
+    for net, vlan in vlans:
+        if interface.version == net.version and interface.ip in net:
+            return vlan
+    return None
+
+
+def compile_plan(scenario: Scenario, profile: str = DEFAULT_PROFILE) -> tuple[Plan, DockerEmulator]:
+    """Every step compiled in order, each assumed to succeed on the kernel (what `harness plan` shows)."""
+    emulator = DockerEmulator(scenario, profile)
+    steps = tuple(emulator.compile(step) for step in scenario.steps)
+    return Plan(scenario.name, emulator.profile.name, World.of(scenario).ops(), steps), emulator
