@@ -1,0 +1,345 @@
+"""The `harness` command line: list, validate, plan, run, doctor, clean, bench, report.
+
+`main(argv)` parses the command and dispatches; each `cmd_*` function returns the exit status.
+`BackendChooser` implements `--backend auto`: per scenario, the first backend (namespaces, then the
+VM) that can run it. Failures print in domain words; a traceback means a bug in the harness.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from backends.base import backend_names, get_backend
+from harness import __version__
+from harness.driver import describe
+from harness.engine import Engine, skip_reason
+from harness.errors import BackendUnavailable, HarnessError, ScenarioError
+from harness.loader import find_scenarios, load_scenario
+from harness.model import Scenario
+from harness.plan import FEATURES, render
+from harness.profiles import DEFAULT_PROFILE, PROFILES
+from harness.results import ERROR, FAIL, PASS, SKIP, ScenarioResult, write_json, write_junit
+from harness.world import compile_plan
+
+DEFAULT_SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+AUTO_ORDER = ("netns", "vm")
+STATUS_STYLE = {PASS: "green", FAIL: "bold red", SKIP: "yellow", ERROR: "bold magenta"}
+
+
+def _console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+class BackendChooser:
+    """`auto`: per scenario, the first backend in AUTO_ORDER that can run it; else the first's reason."""
+
+    def __init__(self, name: str, profile: str):
+        self.name = name
+        self.profile = profile
+        self._backends: dict[str, object] = {}
+
+    def backend(self, name: str):
+        if name not in self._backends:
+            self._backends[name] = get_backend(name)
+        return self._backends[name]
+
+    def choose(self, scenario: Scenario):
+        if self.name != "auto":
+            return self.backend(self.name)
+        reasons = []
+        candidates = [n for n in AUTO_ORDER if n in backend_names()]
+        for name in candidates:
+            backend = self.backend(name)
+            reason = skip_reason(backend, scenario, self.profile)
+            if reason is None:
+                return backend
+            reasons.append(reason)
+        return self.backend(candidates[0])
+
+
+def keyword_filter(expr: str | None):
+    """pytest-like -k: words match substrings of the scenario name, with and/or/not and parentheses."""
+    if not expr:
+        return lambda name: True
+    tokens = re.findall(r"\(|\)|[^\s()]+", expr)
+    for tok in tokens:
+        if tok not in ("and", "or", "not", "(", ")") and not re.fullmatch(r"[\w.\-\[\]]+", tok):
+            raise HarnessError(f"-k: cannot use {tok!r} in a keyword expression")
+
+    def match(name: str) -> bool:
+        code = " ".join(t if t in ("and", "or", "not", "(", ")") else repr(t.lower() in name.lower()) for t in tokens)
+        try:
+            return bool(eval(code, {"__builtins__": {}}))  # only True/False/and/or/not/() reach eval
+        except SyntaxError:
+            raise HarnessError(f"-k: {expr!r} is not a valid keyword expression") from None
+
+    return match
+
+
+def _load(paths: Sequence[str]) -> tuple[list[Scenario], list[ScenarioError]]:
+    scenarios, errors = [], []
+    for path in find_scenarios(paths):
+        try:
+            scenarios.append(load_scenario(path))
+        except ScenarioError as exc:
+            errors.append(exc)
+    seen: dict[str, str] = {}
+    for s in scenarios:
+        if s.name in seen:
+            errors.append(ScenarioError(f"scenario name {s.name!r} is also used by {seen[s.name]}", s.path, 1))
+        seen[s.name] = s.path
+    return scenarios, errors
+
+
+# -- commands ----------------------------------------------------------------------------------------
+
+
+def cmd_list(args) -> int:
+    scenarios, errors = _load(args.paths)
+    table = Table("scenario", "source", "kernel features needed", "commands", title=f"{len(scenarios)} scenarios")
+    for s in scenarios:
+        plan, _ = compile_plan(s, args.profile)
+        table.add_row(s.name, s.source.split()[0], ", ".join(plan.required_features()), str(len(s.steps)))
+    _console().print(table)
+    for e in errors:
+        _console(True).print(f"[red]invalid[/red] {e}")
+    return 1 if errors else 0
+
+
+def cmd_validate(args) -> int:
+    out = _console()
+    try:
+        files = find_scenarios(args.paths)
+    except ScenarioError as exc:
+        _console(True).print(f"[red]error[/red] {exc}")
+        return 2
+    if not files:
+        _console(True).print(f"no scenario files found in {', '.join(args.paths)}")
+        return 2
+    scenarios, errors = _load(args.paths)
+    for s in scenarios:
+        if not any(str(e.file) == s.path for e in errors):
+            out.print(f"[green]valid[/green]   {s.path} ({s.name})")
+    for e in errors:
+        out.print(f"[red]invalid[/red] {e}")
+    return 1 if errors else 0
+
+
+def cmd_plan(args) -> int:
+    scenario = load_scenario(args.file)
+    plan, emulator = compile_plan(scenario, args.profile)
+    if args.json:
+        doc = {"scenario": scenario.name, "profile": plan.profile, "required_features": list(plan.required_features()),
+               **describe(emulator, plan.steps)}
+        print(json.dumps(doc, indent=2))
+        return 0
+    print(f"# scenario {scenario.name} ({scenario.source.split()[0]}), profile {plan.profile}")
+    print("# the emulated world: switch `up`, router `rt`, Docker host `host`")
+    for op in plan.world:
+        print("\n".join(render(op)))
+    for compiled in plan.steps:
+        print(f"\n# [{compiled.step.index}] {compiled.step.text}")
+        if compiled.error:
+            print(f"#   Docker: Error response from daemon: {compiled.error}")
+        for op in compiled.ops:
+            print("\n".join(render(op)))
+        if compiled.check:
+            print(f"ip netns exec {compiled.check.src} ping -c 1 {compiled.check.dst}   # {compiled.check.command}")
+        for op in compiled.cleanup:
+            print("\n".join(render(op)))
+    return 0
+
+
+def cmd_run(args) -> int:
+    scenarios, errors = _load(args.paths or [str(DEFAULT_SCENARIOS)])
+    for e in errors:
+        _console(True).print(f"[red]invalid[/red] {e}")
+    if errors:
+        return 2
+    keep = keyword_filter(args.k)
+    scenarios = [s for s in scenarios if keep(s.name)]
+    if not scenarios:
+        _console(True).print("no scenario selected")
+        return 2
+    chooser = BackendChooser(args.backend, args.profile)
+    results: list[ScenarioResult] = []
+    console = _console()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True, disable=args.quiet) as progress:
+        task = progress.add_task("scenarios", total=len(scenarios))
+        for s in scenarios:
+            backend = chooser.choose(s)
+            engine = Engine(backend, profile=args.profile, matrix=not args.no_matrix,
+                            on_event=lambda name, phase: progress.update(task, description=f"{name}: {phase}"))
+            progress.update(task, description=f"{s.name} [{backend.name}]")
+            results.append(engine.run(s))
+            progress.advance(task)
+    _print_results(results, console, verbose=args.verbose)
+    if args.json:
+        write_json(results, args.json)
+    if args.junit:
+        write_junit(results, args.junit)
+    return 1 if any(r.status in (FAIL, ERROR) for r in results) else 0
+
+
+def _print_results(results: list[ScenarioResult], console: Console, verbose: bool = False) -> None:
+    table = Table("scenario", "backend", "status", "checks", "setup s", "checks s", "teardown s", "reason",
+                  title="verdicts")
+    for r in results:
+        style = STATUS_STYLE[r.status]
+        passed = sum(c.ok for c in r.checks)
+        d = r.durations
+        table.add_row(r.scenario, r.backend, f"[{style}]{r.status}[/{style}]", f"{passed}/{len(r.checks)}",
+                      f"{d.get('setup', 0):.2f}", f"{d.get('checks', 0):.2f}", f"{d.get('teardown', 0):.2f}",
+                      r.reason.splitlines()[0] if r.reason else "")
+    console.print(table)
+    for r in results:
+        if r.status in (FAIL, ERROR):
+            console.print(f"\n[bold]{r.scenario}[/bold] ({r.path}) on {r.backend}, kernel {r.kernel}:")
+            console.print(r.failure_report(), markup=False)
+        elif verbose:
+            for c in r.checks:
+                console.print(f"  {'ok  ' if c.ok else 'FAIL'} {c.message}", markup=False)
+    counts = {s: sum(r.status == s for r in results) for s in (PASS, FAIL, SKIP, ERROR)}
+    console.print(f"{counts[PASS]} passed, {counts[FAIL]} failed, {counts[SKIP]} skipped, {counts[ERROR]} errors")
+
+
+def cmd_doctor(args) -> int:
+    console = _console()
+    features = sorted(FEATURES)
+    table = Table("backend", "available", *features, title="what each backend can run here")
+    for name in backend_names():
+        try:
+            backend = get_backend(name)
+        except (BackendUnavailable, ImportError) as exc:
+            table.add_row(name, f"[red]no[/red]: {exc}", *["" for _ in features])
+            continue
+        reason = backend.available()
+        caps = backend.capabilities() if reason is None else {}
+        cells = []
+        for f in features:
+            cap = caps.get(f)
+            cells.append("[green]yes[/green]" if cap and cap.available else "[red]no[/red]" if cap else "-")
+        table.add_row(name, "[green]yes[/green]" if reason is None else f"[red]no[/red]: {reason}", *cells)
+    console.print(table)
+    if args.paths:
+        scenarios, _ = _load(args.paths)
+        chooser = BackendChooser("auto", args.profile)
+        t2 = Table("scenario", "auto picks", "why", title="backend per scenario (auto)")
+        for s in scenarios:
+            backend = chooser.choose(s)
+            reason = skip_reason(backend, s, args.profile)
+            t2.add_row(s.name, backend.name if reason is None else "skip", reason or "kernel has every feature it needs")
+        console.print(t2)
+    return 0
+
+
+def cmd_clean(args) -> int:
+    from backends.netns import clean_leftovers
+
+    removed = clean_leftovers()
+    _console().print(f"removed {len(removed)} leftover namespaces" + (f": {', '.join(removed)}" if removed else ""))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description="Docker macvlan/ipvlan documentation, executed and judged.")
+    parser.add_argument("--version", action="version", version=f"harness {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_profile(p):
+        p.add_argument("--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
+                       help="Docker behaviour to emulate (default %(default)s)")
+        return p
+
+    p = with_profile(sub.add_parser("list", help="list scenarios with their source and needed kernel features"))
+    p.add_argument("paths", nargs="*", default=[str(DEFAULT_SCENARIOS)])
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("validate", help="validate scenario files (exit 0 valid, 1 invalid, 2 nothing found)")
+    p.add_argument("paths", nargs="+")
+    p.set_defaults(func=cmd_validate)
+
+    p = with_profile(sub.add_parser("plan", help="show what Docker would do, as `ip` commands or --json"))
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true", help="print networks, containers and errors as JSON")
+    p.set_defaults(func=cmd_plan)
+
+    p = with_profile(sub.add_parser("run", help="run scenarios on a backend and judge them"))
+    p.add_argument("paths", nargs="*")
+    p.add_argument("--backend", default="auto", help=f"auto (default) or one of: {', '.join(backend_names())}")
+    p.add_argument("--json", metavar="FILE", help="write one JSON record per scenario")
+    p.add_argument("--junit", metavar="FILE", help="write JUnit XML")
+    p.add_argument("-k", metavar="EXPR", help="select scenarios by name (pytest-like keyword expression)")
+    p.add_argument("--no-matrix", action="store_true", help="judge only the explicit expectations")
+    p.add_argument("-v", "--verbose", action="store_true", help="print every check")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    p.set_defaults(func=cmd_run)
+
+    p = with_profile(sub.add_parser("doctor", help="what each backend can run here, and which backend auto picks"))
+    p.add_argument("paths", nargs="*", default=[str(DEFAULT_SCENARIOS)])
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("clean", help="remove namespaces a killed run left behind (by the harness prefix only)")
+    p.set_defaults(func=cmd_clean)
+
+    for name, module, text in (("bench", "harness.bench", "measure macvlan against a Linux bridge with iperf3"),
+                               ("report", "harness.report", "compare bench results with a baseline")):
+        p = sub.add_parser(name, help=text)
+        try:
+            mod = __import__(module, fromlist=["add_arguments"])
+            mod.add_arguments(p)
+            p.set_defaults(func=mod.main)
+        except ImportError as exc:
+            p.set_defaults(func=lambda args, exc=exc: _unavailable(exc))
+    return parser
+
+
+def _unavailable(exc: Exception) -> int:
+    _console(True).print(f"[red]unavailable[/red]: {exc}")
+    return 2
+
+
+_MAIN_PID = os.getpid()
+
+
+def _terminate(signum, frame):
+    if os.getpid() != _MAIN_PID:
+        # A forked helper (pyroute2 forks one to open a socket in a namespace) inherits this handler;
+        # it must die quietly, never unwind the parent's stacks and delete the parent's links.
+        os._exit(128 + signum)
+    # SIGTERM unwinds like Ctrl-C, so every ExitStack undo runs and nothing is left behind.
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    global _MAIN_PID
+    _MAIN_PID = os.getpid()
+    signal.signal(signal.SIGTERM, _terminate)
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ScenarioError as exc:
+        _console(True).print(f"[red]error[/red] {exc}", markup=True)
+        return 2
+    except HarnessError as exc:
+        _console(True).print(f"[red]error[/red] {exc}")
+        return 2
+    except KeyboardInterrupt:
+        _console(True).print("interrupted; everything created was removed")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
