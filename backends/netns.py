@@ -269,7 +269,8 @@ class NetnsSession:
         if op.master:
             ipr.link("set", index=idx, master=self._index(op.node, op.master, op))
         if op.hairpin is not None:
-            ipr.brport("set", index=idx, hairpin_mode=1 if op.hairpin else 0)
+            # IFLA_BRPORT_MODE is the hairpin flag; pyroute2 ignores unknown keys, so the name matters.
+            ipr.brport("set", index=idx, mode=1 if op.hairpin else 0)
         if op.up is not None:
             ipr.link("set", index=idx, state="up" if op.up else "down")
 

@@ -38,7 +38,9 @@ STATUS_STYLE = {PASS: "green", FAIL: "bold red", SKIP: "yellow", ERROR: "bold ma
 
 
 def _console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    # CI logs are not terminals; give tables room there instead of rich's 80-column default.
+    probe = Console(stderr=stderr)
+    return Console(stderr=stderr, highlight=False, width=None if probe.is_terminal else 160)
 
 
 class BackendChooser:

@@ -110,8 +110,15 @@ class Oracle:
             return False, "an internal (dummy-parent) network has no way out"
         return self._routed(src, dst)
 
+    def _passthru_on(self, lower: str | None) -> bool:
+        return any(n.driver == "macvlan" and n.mode == "passthru" and n.parent == lower and n.endpoints
+                   for n in self.emu.networks.values())
+
     def _on_segment(self, src: Address, dst: Address) -> tuple[bool, str] | None:
         net = src.docker_net or dst.docker_net
+        host = next((a for a in (src, dst) if a.owner == HOST), None)
+        if host is not None and self._passthru_on(host.lower):
+            return False, "passthru gives the parent's port to its child: the host's own address is cut off"
         both_children = src.docker_net is not None and dst.docker_net is not None
         if both_children and src.lower == dst.lower:
             return self._siblings(src.docker_net)

@@ -1,0 +1,300 @@
+"""Statistics for the bench: robust summaries, bootstrap intervals of within-round ratios, machine load.
+
+`Summary` is the median and spread of one metric of one topology; `Interval` a seeded percentile-bootstrap
+confidence interval of a median; `MetricStat` one line of the results' statistics: a topology's metric, or
+the median of the per-round ratios numerator/denominator (`paired_ratios`; ratios are taken *within* a
+round because raw throughput drifts far more over minutes than the ratio of two measurements a few
+seconds apart), each with its interval; `CpuTimes` and `Load` turn two /proc/stat
+readings into busy and steal shares; `NoiseRule` flags a round taken on a busy machine; `StopRule`
+decides when the adaptive run has reached its precision target or spent its time budget.
+
+Everything here is pure (no I/O except `read_cpu_times`) and deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+DEFAULT_SEED = 20240611
+DEFAULT_RESAMPLES = 4000
+DEFAULT_CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Median and spread of a sample; `cv` is stdev/mean (None when undefined)."""
+
+    n: int
+    median: float
+    mean: float
+    stdev: float
+    cv: float | None
+    min: float
+    max: float
+    q1: float
+    q3: float
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def quantile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear-interpolation quantile (numpy's default) of already sorted values."""
+    if not sorted_values:
+        raise ValueError("quantile of an empty sample")
+    pos = (len(sorted_values) - 1) * q
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    frac = pos - lo
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * frac
+
+
+def summarize(values: Sequence[float]) -> Summary:
+    if not values:
+        raise ValueError("cannot summarize an empty sample")
+    vs = sorted(float(v) for v in values)
+    mean = statistics.fmean(vs)
+    stdev = statistics.stdev(vs) if len(vs) > 1 else 0.0
+    cv = stdev / abs(mean) if len(vs) > 1 and mean != 0 else None
+    return Summary(n=len(vs), median=statistics.median(vs), mean=mean, stdev=stdev, cv=cv, min=vs[0], max=vs[-1],
+                   q1=quantile(vs, 0.25), q3=quantile(vs, 0.75))
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A confidence interval around `estimate`; low/high are None when the sample is too small (n < 2)."""
+
+    estimate: float
+    low: float | None
+    high: float | None
+    confidence: float = DEFAULT_CONFIDENCE
+
+    @property
+    def half_width(self) -> float | None:
+        if self.low is None or self.high is None:
+            return None
+        return (self.high - self.low) / 2
+
+    @property
+    def rel_half_width(self) -> float | None:
+        """Half-width relative to the estimate (0.03 is "+-3 %"); None when undefined."""
+        hw = self.half_width
+        if hw is None or self.estimate == 0:
+            return None
+        return hw / abs(self.estimate)
+
+    def contains(self, value: float) -> bool | None:
+        if self.low is None or self.high is None:
+            return None
+        return self.low <= value <= self.high
+
+
+def bootstrap_median_ci(values: Sequence[float], confidence: float = DEFAULT_CONFIDENCE,
+                        resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED) -> Interval:
+    """Percentile bootstrap of the median.
+
+    Seeded so that the same samples always give the same interval (tests and re-rendered reports agree).
+    With very few rounds the interval is coarse (it can only fall on order statistics) and tends to be
+    too narrow; the bench therefore insists on a minimum number of rounds before it trusts it.
+    """
+    vs = [float(v) for v in values]
+    if not vs:
+        raise ValueError("cannot bootstrap an empty sample")
+    estimate = statistics.median(vs)
+    if len(vs) < 2:
+        return Interval(estimate, None, None, confidence)
+    import numpy as np  # imported here: `harness --help` should not pay for numpy
+
+    rng = np.random.default_rng(seed)
+    data = np.asarray(vs)
+    idx = rng.integers(0, len(data), size=(resamples, len(data)))
+    medians = np.median(data[idx], axis=1)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(medians, [alpha, 1 - alpha])
+    return Interval(estimate, float(low), float(high), confidence)
+
+
+def paired_ratios(numerator: Mapping[int, float], denominator: Mapping[int, float]) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """Ratios of the rounds both sides measured, in round order; a zero denominator drops the round."""
+    rounds = sorted(r for r in numerator if r in denominator and denominator[r] != 0)
+    return tuple(rounds), tuple(numerator[r] / denominator[r] for r in rounds)
+
+
+# -- machine load ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """The aggregate `cpu` line of /proc/stat, in clock ticks."""
+
+    total: int
+    idle: int  # idle + iowait: time nobody wanted the CPU
+    steal: int  # time the hypervisor gave our vCPUs to someone else
+
+    @classmethod
+    def parse(cls, proc_stat: str) -> CpuTimes:
+        for line in proc_stat.splitlines():
+            if line.startswith("cpu "):
+                fields = [int(x) for x in line.split()[1:]]
+                fields += [0] * (8 - len(fields))
+                # user nice system idle iowait irq softirq steal [guest guest_nice]; guest time is
+                # already counted in user/nice, so only the first eight add up to the total.
+                total = sum(fields[:8])
+                return cls(total=total, idle=fields[3] + fields[4], steal=fields[7])
+        raise ValueError("no aggregate 'cpu' line in /proc/stat")
+
+
+def read_cpu_times(path: str = "/proc/stat") -> CpuTimes:
+    with open(path) as f:
+        return CpuTimes.parse(f.read())
+
+
+@dataclass(frozen=True)
+class Load:
+    """Shares (0..1) of all CPUs' time between two readings: busy (neither idle nor stolen) and steal."""
+
+    busy: float
+    steal: float
+    seconds: float
+
+    @classmethod
+    def between(cls, before: CpuTimes, after: CpuTimes, seconds: float) -> Load:
+        total = after.total - before.total
+        if total <= 0:
+            return cls(0.0, 0.0, seconds)
+        steal = (after.steal - before.steal) / total
+        idle = (after.idle - before.idle) / total
+        return cls(busy=max(0.0, 1.0 - idle - steal), steal=max(0.0, steal), seconds=seconds)
+
+    def to_json(self) -> dict:
+        return {"busy": round(self.busy, 4), "steal": round(self.steal, 4), "seconds": round(self.seconds, 3)}
+
+
+@dataclass(frozen=True)
+class NoiseRule:
+    """When a round is not to be trusted.
+
+    Before a round the bench itself is idle, so any busy share is somebody else's work competing with the
+    next measurement. During a round the bench keeps the CPUs busy itself, so only steal (the hypervisor
+    running other guests on our vCPUs) says something about noise there.
+    """
+
+    max_busy_before: float = 0.25
+    max_steal_before: float = 0.05
+    max_steal_during: float = 0.05
+
+    def reasons(self, before: Load, during: Load) -> list[str]:
+        out = []
+        if before.busy > self.max_busy_before:
+            out.append(f"machine {before.busy:.0%} busy before the round (limit {self.max_busy_before:.0%})")
+        if before.steal > self.max_steal_before:
+            out.append(f"{before.steal:.1%} CPU steal before the round (limit {self.max_steal_before:.0%})")
+        if during.steal > self.max_steal_during:
+            out.append(f"{during.steal:.1%} CPU steal during the round (limit {self.max_steal_during:.0%})")
+        return out
+
+
+# -- the adaptive stop ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """Run rounds until the primary ratio's interval is narrow enough, or time or rounds run out.
+
+    Only quiet rounds count (`quiet`); a noisy round is left out and, by running on, replaced.
+    `rounds` fixes the number of quiet rounds (no precision target), replacing at most `max_reruns`
+    noisy ones. Otherwise at least `min_rounds` quiet rounds are run (a bootstrap interval of fewer is
+    not worth trusting), then the run stops as soon as the relative half-width is <= `target`, or before
+    a round that would not fit in `budget` seconds: the budget is what bounds reruns there.
+    """
+
+    target: float = 0.03
+    budget: float | None = 120.0
+    min_rounds: int = 5
+    max_rounds: int = 200
+    rounds: int | None = None
+    max_reruns: int = 5
+
+    def decide(self, quiet: int, total: int, half_width: float | None, elapsed: float,
+               next_round_estimate: float) -> str | None:
+        """None to go on, else why the run stops (the reason goes into the results as is)."""
+        if self.rounds is not None:
+            if quiet >= self.rounds:
+                return f"ran the requested {self.rounds} rounds"
+            if total >= self.rounds + self.max_reruns:
+                return (f"ran {total} rounds, {total - quiet} of them noisy: no more reruns allowed "
+                        f"(at most {self.max_reruns})")
+        elif quiet >= self.min_rounds and half_width is not None and half_width <= self.target:
+            return f"target reached: half-width {half_width:.2%} <= {self.target:.2%}"
+        if total >= self.max_rounds:
+            return f"stopped at the maximum of {self.max_rounds} rounds"
+        if self.budget is not None and elapsed + next_round_estimate > self.budget:
+            return (f"time budget: another round (~{next_round_estimate:.0f} s) would not fit in {self.budget:.0f} s"
+                    + ("" if half_width is None or self.rounds is not None
+                       else f"; half-width reached {half_width:.2%}, target {self.target:.2%}"))
+        return None
+
+
+def usable_rounds(noisy: Sequence[bool], min_quiet: int = 2) -> tuple[list[int], bool]:
+    """Indices of the rounds the statistics use, and whether noisy ones are among them.
+
+    Quiet rounds only, as long as there are at least `min_quiet` of them (an interval needs two); a
+    machine that stayed busy throughout gets statistics over every round, and the results say so.
+    """
+    quiet = [i for i, n in enumerate(noisy) if not n]
+    if len(quiet) >= min_quiet:
+        return quiet, False
+    return list(range(len(noisy))), any(noisy)
+
+
+@dataclass(frozen=True)
+class MetricStat:
+    """One line of the statistics: a per-topology metric or a ratio, ready for the results JSON."""
+
+    id: str
+    kind: str  # "topology" | "ratio"
+    test: str  # tcp | udp | rr
+    quantity: str  # gbps, loss_pct, p50_us, ...
+    unit: str
+    better: str | None  # "higher" | "lower" | None (informational, never a regression)
+    gate: str | None  # which tolerance applies: "ratio" | "absolute" | "points" | None
+    summary: Summary
+    interval: Interval
+    topology: str | None = None
+    numerator: str | None = None
+    denominator: str | None = None
+    rounds: tuple[int, ...] = field(default_factory=tuple)
+    values: tuple[float, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> dict:
+        d = {
+            "id": self.id, "kind": self.kind, "test": self.test, "quantity": self.quantity, "unit": self.unit,
+            "better": self.better, "gate": self.gate, "n": self.summary.n, "median": self.summary.median,
+            "ci_low": self.interval.low, "ci_high": self.interval.high, "confidence": self.interval.confidence,
+            "half_width_pct": None if self.interval.rel_half_width is None else 100 * self.interval.rel_half_width,
+            "mean": self.summary.mean, "stdev": self.summary.stdev, "cv": self.summary.cv,
+            "min": self.summary.min, "max": self.summary.max,
+            "rounds": list(self.rounds), "values": list(self.values),
+        }
+        if self.kind == "ratio":
+            d["numerator"], d["denominator"] = self.numerator, self.denominator
+        else:
+            d["topology"] = self.topology
+        return d
+
+
+def metric_stat(*, id: str, kind: str, test: str, quantity: str, unit: str, better: str | None,
+                gate: str | None, by_round: Mapping[int, float], topology: str | None = None,
+                numerator: str | None = None, denominator: str | None = None,
+                seed: int = DEFAULT_SEED, confidence: float = DEFAULT_CONFIDENCE,
+                resamples: int = DEFAULT_RESAMPLES) -> MetricStat | None:
+    rounds = tuple(sorted(by_round))
+    values = tuple(float(by_round[r]) for r in rounds)
+    if not values:
+        return None
+    return MetricStat(id=id, kind=kind, test=test, quantity=quantity, unit=unit, better=better, gate=gate,
+                      summary=summarize(values), interval=bootstrap_median_ci(values, confidence, resamples, seed),
+                      topology=topology, numerator=numerator, denominator=denominator, rounds=rounds, values=values)
