@@ -95,6 +95,7 @@ class Backend(Protocol):
 _REGISTRY: dict[str, str] = {
     "netns": "backends.netns:NetnsBackend",
     "dry-run": "backends.dryrun:DryRunBackend",
+    "vm": "backends.vm:VMBackend",
 }
 
 

@@ -46,14 +46,15 @@ def _console(stderr: bool = False) -> Console:
 class BackendChooser:
     """`auto`: per scenario, the first backend in AUTO_ORDER that can run it; else the first's reason."""
 
-    def __init__(self, name: str, profile: str):
+    def __init__(self, name: str, profile: str, vm_options: dict | None = None):
         self.name = name
         self.profile = profile
+        self.vm_options = vm_options or {}
         self._backends: dict[str, object] = {}
 
     def backend(self, name: str):
         if name not in self._backends:
-            self._backends[name] = get_backend(name)
+            self._backends[name] = get_backend(name, **(self.vm_options if name == "vm" else {}))
         return self._backends[name]
 
     def choose(self, scenario: Scenario):
@@ -68,6 +69,11 @@ class BackendChooser:
                 return backend
             reasons.append(reason)
         return self.backend(candidates[0])
+
+
+def _vm_options(args) -> dict:
+    return {k: v for k, v in (("kernel", getattr(args, "kernel", None)),
+                               ("modules", getattr(args, "kernel_modules", None))) if v}
 
 
 def keyword_filter(expr: str | None):
@@ -174,19 +180,29 @@ def cmd_run(args) -> int:
     if not scenarios:
         _console(True).print("no scenario selected")
         return 2
-    chooser = BackendChooser(args.backend, args.profile)
-    results: list[ScenarioResult] = []
+    chooser = BackendChooser(args.backend, args.profile, vm_options=_vm_options(args))
+    by_path: dict[str, ScenarioResult] = {}
     console = _console()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True, disable=args.quiet) as progress:
         task = progress.add_task("scenarios", total=len(scenarios))
+        batches: dict[str, list[Scenario]] = {}
         for s in scenarios:
             backend = chooser.choose(s)
+            if getattr(backend, "batch", False):
+                batches.setdefault(backend.name, []).append(s)  # one boot serves them all, below
+                continue
             engine = Engine(backend, profile=args.profile, matrix=not args.no_matrix,
                             on_event=lambda name, phase: progress.update(task, description=f"{name}: {phase}"))
             progress.update(task, description=f"{s.name} [{backend.name}]")
-            results.append(engine.run(s))
+            by_path[s.path] = engine.run(s)
             progress.advance(task)
+        for name, batch in batches.items():
+            progress.update(task, description=f"{len(batch)} scenarios in one {name} boot")
+            for result in chooser.backend(name).run_batch(batch, args.profile, matrix=not args.no_matrix):
+                by_path[result.path] = result
+                progress.advance(task)
+    results = [by_path[s.path] for s in scenarios]
     _print_results(results, console, verbose=args.verbose)
     if args.json:
         write_json(results, args.json)
@@ -247,6 +263,14 @@ def cmd_doctor(args) -> int:
     return 0
 
 
+def cmd_capabilities(args) -> int:
+    """What this kernel can create, as JSON (the VM backend asks its guest this way)."""
+    backend = get_backend(args.backend)
+    caps = backend.capabilities()
+    print(json.dumps({f: {"available": c.available, "detail": c.detail} for f, c in sorted(caps.items())}))
+    return 0
+
+
 def cmd_clean(args) -> int:
     from backends.netns import clean_leftovers
 
@@ -285,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML")
     p.add_argument("-k", metavar="EXPR", help="select scenarios by name (pytest-like keyword expression)")
     p.add_argument("--no-matrix", action="store_true", help="judge only the explicit expectations")
+    p.add_argument("--kernel", metavar="PATH", help="vm backend: boot this kernel (bzImage or vmlinux) instead of Debian's")
+    p.add_argument("--kernel-modules", metavar="DIR", help="vm backend: the modules directory of --kernel")
     p.add_argument("-v", "--verbose", action="store_true", help="print every check")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_run)
@@ -292,6 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_profile(sub.add_parser("doctor", help="what each backend can run here, and which backend auto picks"))
     p.add_argument("paths", nargs="*", default=[str(DEFAULT_SCENARIOS)])
     p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("capabilities", help="print what a backend's kernel can create, as JSON")
+    p.add_argument("--backend", default="netns")
+    p.add_argument("--json", action="store_true", help="JSON output (the only format)")
+    p.set_defaults(func=cmd_capabilities)
 
     p = sub.add_parser("clean", help="remove namespaces a killed run left behind (by the harness prefix only)")
     p.set_defaults(func=cmd_clean)

@@ -71,6 +71,14 @@ class ScenarioResult:
                 lines.extend(f"    {line}" for line in c.evidence.splitlines())
         return "\n".join(lines)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> ScenarioResult:
+        """The inverse of to_dict (a VM guest's records come back this way)."""
+        fields = {k: v for k, v in d.items() if k not in ("checks", "steps")}
+        checks = [Check(**{k: v for k, v in c.items() if k != "message"}) for c in d.get("checks", [])]
+        steps = [StepRecord(**s) for s in d.get("steps", [])]
+        return cls(**fields, checks=checks, steps=steps)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["checks"] = [{**asdict(c), "message": c.message} for c in self.checks]
