@@ -375,19 +375,25 @@ def probe_capabilities() -> dict[str, Capability]:
     netns.create(name)
     try:
         with IPRoute(netns=name) as ipr:
-            ipr.link("add", ifname="base", kind="veth", peer="basepeer")
-            base = ipr.link_lookup(ifname="base")[0]
             for i, (feature, spec) in enumerate(_PROBES.items()):
                 spec = dict(spec)
                 if spec.get("link") == "base":
-                    spec["link"] = base
+                    # A lower device of its own per probe: one device cannot carry macvlan and ipvlan ports.
+                    ipr.link("add", ifname=f"base{i}", kind="veth", peer=f"peer{i}")
+                    spec["link"] = ipr.link_lookup(ifname=f"base{i}")[0]
+                if spec.get("peer"):
+                    spec["peer"] = f"probepeer{i}"
                 try:
                     ipr.link("add", ifname=f"probe{i}", **spec)
                     caps[feature] = Capability(feature, True, "created a test link")
                 except NetlinkError as exc:
-                    caps[feature] = Capability(feature, False, f"kernel lacks {FEATURES[feature]}: {os.strerror(exc.code)}")
-        caps["ipv6"] = Capability("ipv6", os.path.exists("/proc/sys/net/ipv6"),
-                                  "" if os.path.exists("/proc/sys/net/ipv6") else f"kernel lacks {FEATURES['ipv6']}")
+                    if exc.code in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EAFNOSUPPORT, errno.ENOENT):
+                        detail = f"kernel lacks {FEATURES[feature]}"
+                    else:
+                        detail = f"creating a {feature} test link failed: {os.strerror(exc.code)}"
+                    caps[feature] = Capability(feature, False, detail)
+        has_v6 = os.path.exists("/proc/sys/net/ipv6")
+        caps["ipv6"] = Capability("ipv6", has_v6, "" if has_v6 else f"kernel lacks {FEATURES['ipv6']}")
     finally:
         _remove_netns(name)
     return caps

@@ -157,7 +157,10 @@ class VMBackend:
                 out.append(_error(s, self.name, guest.kernel_release, "the guest returned no record for this scenario"))
                 continue
             result = ScenarioResult.from_dict(record)
-            result = replace(result, path=s.path, backend=self.name, kernel=guest.kernel_release or result.kernel)
+            # Point every location back at the file on this machine, not its copy in the guest.
+            checks = [replace(c, location=c.location.replace(guest_path, s.path)) for c in result.checks]
+            result = replace(result, path=s.path, backend=self.name, kernel=guest.kernel_release or result.kernel,
+                             checks=checks)
             result.durations["vm_boot"] = guest.boot_seconds
             result.durations["vm_batch_wall"] = round(wall, 3)
             out.append(result)
