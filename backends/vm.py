@@ -99,7 +99,7 @@ class VMBackend:
         if not path.is_file():
             from backends.qemu import run_in_guest
 
-            result = run_in_guest([sys.executable, "-m", "harness", "capabilities", "--json"], self.bundle(),
+            result = run_in_guest(["python3", "-m", "harness", "capabilities", "--json"], self.bundle(),
                                   self.image(), timeout=BOOT_AND_IMPORT_ALLOWANCE, env=_guest_env())
             if result.exit_code != 0:
                 raise BackendUnavailable(f"probing the guest kernel failed: {result.stderr.strip() or result.console_tail}")
@@ -132,7 +132,7 @@ class VMBackend:
                 name = f"{i:03d}-{Path(s.path).name}"
                 shutil.copyfile(s.path, share / "scenarios" / name)
                 guest_paths.append(f"/out/scenarios/{name}")
-            argv = [sys.executable, "-m", "harness", "run", "--backend", "netns", "--profile", profile,
+            argv = ["python3", "-m", "harness", "run", "--backend", "netns", "--profile", profile,
                     "--json", "/out/results.json", "--quiet", *([] if matrix else ["--no-matrix"]), *guest_paths]
             timeout = BOOT_AND_IMPORT_ALLOWANCE + PER_SCENARIO_ALLOWANCE * len(scenarios)
             try:

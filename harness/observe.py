@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 # seconds in iputils); an isolation probe sends ISOLATION_PACKETS and waits ISOLATION_WAIT after the last,
 # so it is short, and all probes run at once: the matrix costs about one window, not one per pair.
 REACH_DEADLINE = 3
-PING_INTERVAL = 0.2
+PING_INTERVAL = 0.1
 ISOLATION_PACKETS = 2
-ISOLATION_WAIT = 0.4
+ISOLATION_WAIT = 0.3
 # ping exits 2 for these: the source has no route at all, which is isolation, not a broken probe.
 NO_ROUTE = ("Network is unreachable", "No route to host", "Cannot assign requested address")
 

@@ -32,12 +32,42 @@ def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
     uid = workerinput.get("testrunuid") if workerinput else None
     # One run id for the controller and every worker, so names show which run made them.
-    os.environ.setdefault("HARNESS_RUN_ID", (uid or secrets.token_hex(2))[:4].lower()
-                          if uid and all(c in "0123456789abcdef" for c in uid[:4].lower()) else secrets.token_hex(2))
+    if "HARNESS_RUN_ID" not in os.environ:
+        rid = (uid or "")[:4].lower()
+        os.environ["HARNESS_RUN_ID"] = rid if len(rid) == 4 and all(c in "0123456789abcdef" for c in rid) \
+            else secrets.token_hex(2)
     config.addinivalue_line("markers", "scenario: a documented scenario run by the engine")
     config.addinivalue_line("markers", "root: needs root to create network namespaces")
     config.addinivalue_line("markers", "vm: boots a qemu VM with a full distro kernel")
     config.addinivalue_line("markers", "bench: runs the iperf3 throughput benchmark")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # Every worker sees the same selected items, so each knows the whole VM batch of the run.
+    session.config._harness_vm_batch = [i.scenario for i in session.items
+                                        if isinstance(i, ScenarioItem) and getattr(i.backend, "batch", False)]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if getattr(config, "workerinput", None) is None:  # the controller (or a plain run) cleans up
+        import shutil
+        import tempfile
+
+        shutil.rmtree(Path(tempfile.gettempdir()) / f"hxvm-batch-{os.environ.get('HARNESS_RUN_ID', '')}",
+                      ignore_errors=True)
+
+
+_BATCHES: dict[str, object] = {}
+
+
+def _batch_result(item: ScenarioItem) -> ScenarioResult:
+    from backends.vm import BatchCache
+
+    cache = _BATCHES.get(item.backend.name)
+    if cache is None:
+        cache = _BATCHES[item.backend.name] = BatchCache(item.backend, os.environ["HARNESS_RUN_ID"])
+    batch = getattr(item.config, "_harness_vm_batch", None) or [item.scenario]
+    return cache.result(item.scenario, batch, item.profile)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -110,7 +140,10 @@ class ScenarioItem(pytest.Item):
     def runtest(self) -> None:
         from harness.engine import Engine
 
-        self.result = result = Engine(self.backend, profile=self.profile).run(self.scenario)
+        if getattr(self.backend, "batch", False):
+            self.result = result = _batch_result(self)  # one VM boot serves every VM scenario of the run
+        else:
+            self.result = result = Engine(self.backend, profile=self.profile).run(self.scenario)
         if result.status == SKIP:
             pytest.skip(result.reason)
         if result.status in (FAIL, ERROR):
