@@ -17,7 +17,7 @@ from fnmatch import fnmatchcase
 
 from harness.model import Probe, Scenario
 from harness.observe import NodeView, PingJob, PingResult, RouteView
-from harness.oracle import HOST, Address, Oracle
+from harness.oracle import HOST, Oracle
 from harness.results import Check
 
 _PREFIXES = ("docker: ", "Error response from daemon: ")

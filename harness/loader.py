@@ -188,7 +188,7 @@ def _steps(doc: _Doc, commands: Sequence[Any]) -> tuple[Step, ...]:
             texts.append((i, entry["command"], entry.get("error")))
     # Containers without --name are called c1, c2, ... in order; first learn the names given explicitly.
     explicit: set[str] = set()
-    for i, text, _ in texts:
+    for _, text, _ in texts:
         try:
             cmd = parse_command(text, RunNamer())
         except CLIError:

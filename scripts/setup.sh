@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Sets up a Debian 12 machine (as root) for the harness: the one list of system packages, the Python
+# project and its dependencies, and the VM backend's kernel. README, CI and the Vagrant box all run this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# iproute2/iputils-ping/util-linux: observation (ip -json, ping, nsenter); iperf3: the bench;
+# qemu-system-x86, busybox-static, kmod, dash, binutils: the VM backend's guest image and boot.
+apt-get install -y -qq \
+    iproute2 iputils-ping util-linux kmod procps iperf3 \
+    qemu-system-x86 busybox-static dash binutils cpio \
+    python3 python3-pip python3-venv ca-certificates >/dev/null
+
+PYTHON=${PYTHON:-python3}
+pip_flags=(-q)
+# Debian's own python3 refuses system-wide pip installs (PEP 668); a pyenv or venv python does not.
+if "$PYTHON" -c 'import os, sys, sysconfig; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["stdlib"], "EXTERNALLY-MANAGED")) else 1)'; then
+    pip_flags+=(--break-system-packages)
+fi
+"$PYTHON" -m pip install "${pip_flags[@]}" -e ".[dev]"
+
+# The VM backend boots Debian's kernel package: fetch and unpack it now (cached, nothing installed).
+"$PYTHON" - <<'PY'
+from backends.vmimage import fetch_kernel
+bundle = fetch_kernel()
+print(f"VM kernel ready: {bundle.release}")
+PY
