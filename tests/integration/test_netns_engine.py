@@ -1,0 +1,193 @@
+"""The namespace backend end to end: real netlink, real pings, and verdicts that can fail."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from harness.engine import Engine
+from harness.loader import load_scenario, parse_scenario
+from harness.plan import DeleteLink, MoveLink
+from harness.results import FAIL, PASS, SKIP
+
+pytestmark = pytest.mark.root
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = ROOT / "scenarios"
+
+
+@pytest.fixture(scope="module")
+def netns():
+    from backends.netns import NetnsBackend
+
+    backend = NetnsBackend()
+    if backend.available():
+        pytest.skip(backend.available())
+    return backend
+
+
+def namespaces() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def test_bridge_scenario_passes_with_real_probes(netns):
+    before = namespaces()
+    result = Engine(netns).run(load_scenario(SCENARIOS / "macvlan-bridge.yaml"))
+    assert result.status == PASS, result.failure_report()
+    by_subject = {(c.kind, c.subject): c for c in result.checks}
+    c2_c1 = by_subject[("reach", "c2 (172.16.86.2) -> c1 (172.16.86.10)")]
+    assert c2_c1.ok and "reachable" in c2_c1.observed and "ping" in c2_c1.evidence
+    host = by_subject[("isolate", "c1 (172.16.86.10) -> host (172.16.86.250)")]
+    assert host.ok and host.observed.startswith("no reply")
+    assert any(c.origin == "matrix" for c in result.checks)
+    assert namespaces() == before, "the run left namespaces behind"
+
+
+def test_a_flipped_expectation_fails_in_domain_words(netns):
+    text = (SCENARIOS / "macvlan-bridge.yaml").read_text()
+    flipped = text.replace('reach: ["c2 -> c1", ', 'reach: [').replace('isolate: ["c1 -> host", ', 'isolate: ["c2 -> c1", "c1 -> host", ')
+    assert flipped != text
+    result = Engine(netns).run(parse_scenario(flipped, "flipped.yaml"))
+    assert result.status == FAIL
+    failed = [c.message for c in result.failures]
+    assert len(failed) == 1, failed
+    assert failed[0].startswith("c2 (172.16.86.2) -> c1 (172.16.86.10): expected isolated, got reachable ("), failed
+    assert "ping" in result.failures[0].evidence and "in c2" in result.failures[0].evidence
+
+
+class _Sabotage:
+    """A backend whose session deletes a container's eth0 right after it was moved in: a broken setup."""
+
+    def __init__(self, inner, victim: str):
+        self.inner = inner
+        self.victim = victim
+        self.name = inner.name
+        self.available = inner.available
+        self.capabilities = inner.capabilities
+        self.kernel_release = inner.kernel_release
+
+    @contextmanager
+    def session(self, label):
+        with self.inner.session(label) as session:
+            original = session.apply
+
+            def apply(op):
+                original(op)
+                if isinstance(op, MoveLink) and op.to_node == self.victim:
+                    original(DeleteLink(op.to_node, op.new_name))
+
+            session.apply = apply
+            yield session
+
+
+def test_a_link_removed_mid_scenario_fails_not_passes(netns):
+    result = Engine(_Sabotage(netns, "c1")).run(load_scenario(SCENARIOS / "macvlan-bridge.yaml"))
+    assert result.status != PASS
+    messages = "\n".join(c.message for c in result.failures) + result.reason
+    assert "c1" in messages
+
+
+def test_kernel_refusal_becomes_dockers_error(netns):
+    result = Engine(netns).run(load_scenario(SCENARIOS / "macvlan-passthru.yaml"))
+    assert result.status == PASS, result.failure_report()
+    step = next(s for s in result.steps if "second" in s.command)
+    assert step.error == "failed to create the macvlan port: invalid argument"
+
+
+def test_missing_kernel_feature_is_a_skip_naming_it(netns):
+    caps = netns.capabilities()
+    if caps["vlan"].available:
+        pytest.skip("this kernel has 802.1q; the skip path needs one without")
+    result = Engine(netns).run(load_scenario(SCENARIOS / "macvlan-vlan50.yaml"))
+    assert result.status == SKIP
+    assert "kernel lacks 802.1q VLAN support (CONFIG_VLAN_8021Q)" in result.reason
+
+
+def _run_harness(args, run_id, **kwargs):
+    env = {**os.environ, "HARNESS_RUN_ID": run_id}
+    return subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_interrupted_run_leaves_nothing_behind(netns, sig):
+    run_id = secrets.token_hex(2)
+    proc = _run_harness(["run", "--backend", "netns", "-q", str(SCENARIOS / "macvlan-bridge.yaml")], run_id)
+    deadline = time.monotonic() + 30
+    seen = False
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(n.startswith(f"hx{run_id}") for n in namespaces()):
+            seen = True
+            break
+        time.sleep(0.01)
+    if not seen:
+        proc.kill()
+        proc.communicate()
+        pytest.skip("the run finished before it could be interrupted")
+    proc.send_signal(sig)
+    proc.communicate(timeout=30)
+    assert not [n for n in namespaces() if n.startswith(f"hx{run_id}")]
+
+
+def test_clean_removes_only_harness_leftovers(netns):
+    from pyroute2 import netns as pyns
+
+    run_id = secrets.token_hex(2)
+    leftover, unrelated = f"hx{run_id}m9-up", f"hxkeep{run_id}"
+    pyns.create(leftover)
+    pyns.create(unrelated)
+    try:
+        out = subprocess.run([sys.executable, "-m", "harness", "clean"], cwd=ROOT, capture_output=True, text=True)
+        assert out.returncode == 0
+        assert leftover not in namespaces()
+        assert unrelated in namespaces()
+    finally:
+        for name in (leftover, unrelated):
+            if name in namespaces():
+                pyns.remove(name)
+
+
+def test_cli_run_json_and_junit(netns, tmp_path):
+    run_id = secrets.token_hex(2)
+    proc = _run_harness(["run", "--backend", "netns", "-q", "--json", str(tmp_path / "r.json"),
+                         "--junit", str(tmp_path / "r.xml"), "-k", "bridge or errors or vlan50", str(SCENARIOS)], run_id)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out + err
+    import json
+
+    records = {r["scenario"]: r for r in json.loads((tmp_path / "r.json").read_text())}
+    assert set(records) == {"macvlan-bridge", "macvlan-errors", "macvlan-vlan50"}
+    assert records["macvlan-bridge"]["status"] == "pass" and records["macvlan-bridge"]["kernel"] == os.uname().release
+    assert records["macvlan-vlan50"]["status"] in ("skip", "pass")
+    for check in records["macvlan-errors"]["checks"]:
+        assert {"kind", "subject", "expected", "observed", "ok", "evidence"} <= set(check)
+    assert set(records["macvlan-bridge"]["durations"]) == {"setup", "checks", "teardown"}
+    suite = ET.parse(tmp_path / "r.xml").getroot()
+    assert suite.get("tests") == "3" and suite.get("failures") == "0"
+
+
+def test_pytest_serial_and_xdist_give_the_same_verdicts(netns, tmp_path):
+    def outcomes(extra, name):
+        xml = tmp_path / f"{name}.xml"
+        subprocess.run([sys.executable, "-m", "pytest", "-k", "scenario", "--backend", "netns", "-q",
+                        "-p", "no:cacheprovider", f"--junitxml={xml}", *extra, str(SCENARIOS)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+        verdicts = {}
+        for case in ET.parse(xml).getroot().iter("testcase"):
+            kind = next((child.tag for child in case if child.tag in ("failure", "error", "skipped")), "passed")
+            verdicts[f"{case.get('classname')}::{case.get('name')}"] = kind
+        return verdicts
+
+    serial = outcomes([], "serial")
+    parallel = outcomes(["-n", "2"], "parallel")
+    assert serial and serial == parallel
+    assert "passed" in serial.values()
