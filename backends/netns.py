@@ -208,7 +208,7 @@ class NetnsSession:
                 spec["gateway"] = op.gateway
             else:
                 spec["scope"] = 253  # link: a device route, as `ip route add default dev eth0` makes it
-            self._ipr(op.node).route("add", **spec)
+            self._ipr(op.node).route("replace" if op.replace else "add", **spec)
         elif isinstance(op, SetSysctl):
             _in_namespace(self.physical_name(op.node), lambda: _write_sysctl(op.key, op.value))
         else:

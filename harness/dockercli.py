@@ -40,6 +40,7 @@ class Flag:
     short: str | None = None
     takes_value: bool = True
     repeatable: bool = False
+    comma_list: bool = False  # pflag StringSlice: `--subnet=a,b` is two values
 
 
 @dataclass
@@ -89,7 +90,7 @@ class FlagParser:
                         value = args[i]
                 else:
                     value = value if eq else "true"
-                out.values.setdefault(flag.long, []).append(value)
+                out.values.setdefault(flag.long, []).extend(_values(flag, value))
             elif arg.startswith("-") and len(arg) > 1:
                 shorts = arg[1:]
                 j = 0
@@ -107,7 +108,7 @@ class FlagParser:
                                 raise CLIError(f"flag needs an argument: '{c}' in -{shorts}")
                             i += 1
                             value = args[i]
-                        out.values.setdefault(flag.long, []).append(value)
+                        out.values.setdefault(flag.long, []).extend(_values(flag, value))
                         break
                     out.values.setdefault(flag.long, []).append("true")
                     j += 1
@@ -124,6 +125,12 @@ class FlagParser:
         return out
 
 
+def _values(flag: Flag, value: str) -> list[str]:
+    if flag.comma_list:
+        return [v for v in value.split(",") if v]
+    return [value]
+
+
 def _require_args(command: str, positional: list[str], exactly: int | None = None, at_least: int | None = None):
     if exactly is not None and len(positional) != exactly:
         plural = "argument" if exactly == 1 else "arguments"
@@ -135,9 +142,9 @@ def _require_args(command: str, positional: list[str], exactly: int | None = Non
 
 _NETWORK_CREATE = [
     Flag("driver", "d"),
-    Flag("subnet", repeatable=True),
-    Flag("gateway", repeatable=True),
-    Flag("ip-range", repeatable=True),
+    Flag("subnet", repeatable=True, comma_list=True),
+    Flag("gateway", repeatable=True, comma_list=True),
+    Flag("ip-range", repeatable=True, comma_list=True),
     Flag("aux-address", repeatable=True),
     Flag("opt", "o", repeatable=True),
     Flag("ipv6", takes_value=False),

@@ -92,7 +92,8 @@ class NetworkState:
     ipv6: bool
     pools4: list[ipam.Pool]
     pools6: list[ipam.Pool]
-    user_subnets: bool
+    user_subnets4: bool
+    user_subnets6: bool
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
 
     @property
@@ -112,9 +113,15 @@ class ContainerState:
     transient: bool = False
     ipv6: bool = False
     endpoints: list[Endpoint] = field(default_factory=list)
+    interfaces_made: int = 0  # eth0, eth1, ...: never reused after a disconnect, as in Docker
 
     def endpoint(self, network: str) -> Endpoint | None:
         return next((e for e in self.endpoints if e.network == network), None)
+
+    def gateway_endpoint(self) -> Endpoint | None:
+        """Docker routes by the endpoint whose network name sorts first among those with a gateway."""
+        providing = [e for e in self.endpoints if e.gateway4 or e.gateway6 or e.connected_default]
+        return min(providing, key=lambda e: e.network) if providing else None
 
 
 def _hex_id(*parts: str) -> str:
@@ -135,6 +142,7 @@ class DockerEmulator:
         self.host_links: dict[str, HostLink] = {scenario.topology.host_parent: HostLink(scenario.topology.host_parent, "veth")}
         self.networks: dict[str, NetworkState] = {}
         self.containers: dict[str, ContainerState] = {}
+        self.stopped: dict[str, ContainerState] = {}  # exited, not removed: they keep their names
         self.history: dict[str, ContainerState] = {}  # every container ever started, last state
         self.address_space = ipam.AddressSpace()
         for pool in self.profile.reserved_pools:
@@ -218,7 +226,8 @@ class DockerEmulator:
             parent = dummy_parent_name(cmd.driver, net_id)
             internal = True
         for other in self.networks.values():
-            if other.parent == parent and self._parent_conflict(mode, other):
+            # Each driver keeps its own network list: macvlan checks macvlan networks only.
+            if other.driver == cmd.driver and other.parent == parent and self._parent_conflict(mode, other):
                 raise DockerError(
                     f"network {dummy_parent_name(cmd.driver, other.id)} is already using parent interface {parent}"
                 )
@@ -243,7 +252,8 @@ class DockerEmulator:
         self.networks[cmd.name] = NetworkState(
             id=net_id, name=cmd.name, driver=cmd.driver, mode=mode, flag=flag, parent=parent,
             created_parent=created, internal=internal, ipv6=cmd.ipv6, pools4=pools4, pools6=pools6,
-            user_subnets=bool(cmd.subnets),
+            user_subnets4=any(":" not in sub for sub in cmd.subnets),
+            user_subnets6=any(":" in sub for sub in cmd.subnets),
         )
         return tuple(ops)
 
@@ -324,7 +334,11 @@ class DockerEmulator:
                 errors.append(f"error while removing network: network {net.name} id {net.id} has active endpoints")
                 continue
             link = self.host_links.get(net.parent)
-            if net.created_parent and link is not None and link.owner == net.id:
+            still_used = any(n.parent == net.parent for n in self.networks.values() if n is not net)
+            if still_used and link is not None and link.owner == net.id:
+                # A parent shared by several networks (moby-29) goes with the last of them.
+                link.owner = next(n.id for n in self.networks.values() if n is not net and n.parent == net.parent)
+            elif net.created_parent and link is not None and link.owner == net.id:
                 # Only the links the driver created are deleted; a parent made by hand survives.
                 ops.append(DeleteLink(HOST, net.parent))
                 del self.host_links[net.parent]
@@ -336,9 +350,8 @@ class DockerEmulator:
     # -- containers -----------------------------------------------------------------------------------
 
     def _run(self, step: Step, cmd: ContainerRun) -> CompiledStep:
-        existing = self.containers.get(cmd.name) or (self.history.get(cmd.name) if not cmd.remove else None)
-        if cmd.name in self.containers or (existing is not None and not existing.transient):
-            holder = self.containers.get(cmd.name) or existing
+        holder = self.containers.get(cmd.name) or self.stopped.get(cmd.name)
+        if holder is not None:
             raise DockerError(
                 f'Conflict. The container name "/{cmd.name}" is already in use by container "{holder.id}". '
                 "You have to remove (or rename) that container to be able to reuse that name."
@@ -367,6 +380,8 @@ class DockerEmulator:
         self._release_container(container)
         del self.containers[cmd.name]
         container.running = False
+        if not cmd.remove:
+            self.stopped[cmd.name] = container  # an exited container keeps its name until `docker rm`
         return CompiledStep(step, ops=tuple(ops), check=check, cleanup=(DeleteNode(cmd.name),))
 
     def _resolve(self, target: str, net: NetworkState) -> str:
@@ -380,11 +395,11 @@ class DockerEmulator:
 
     def _attach(self, container: ContainerState, net: NetworkState, ip: str | None, ip6: str | None) -> list[Op]:
         """Endpoint creation and join: allocate, create the child in the host, move, address, route."""
-        if (ip or ip6) and not net.user_subnets:
+        if (ip and not net.user_subnets4) or (ip6 and not net.user_subnets6):
             raise DockerError(ipam.STATIC_IP_NEEDS_SUBNET)
         ep = Endpoint(
             network=net.name,
-            ifname=f"eth{len(container.endpoints)}",
+            ifname=f"eth{container.interfaces_made}",
             child="veth" + _hex_id(container.id, net.id)[:7],
         )
         ep.addresses.append(self._allocate(net.pools4, ip, 4, net))
@@ -412,24 +427,14 @@ class DockerEmulator:
             ops.append(SetLink(name, ep.ifname, mac=ep.mac))
         ops += [AddAddress(name, ep.ifname, cidr, nodad=True) for cidr in ep.cidrs()]
         ops.append(SetLink(name, ep.ifname, up=True))
-        is_gateway_endpoint = self._becomes_gateway_endpoint(container, net)
-        if is_gateway_endpoint:
-            if ep.connected_default:
-                ops.append(AddRoute(name, "default", ep.ifname, family=4))
-                if net.ipv6:
-                    ops.append(AddRoute(name, "default", ep.ifname, family=6))
-            if ep.gateway4 is not None:
-                ops.append(AddRoute(name, "default", ep.ifname, gateway=str(ep.gateway4), family=4))
-            if ep.gateway6 is not None:
-                ops.append(AddRoute(name, "default", ep.ifname, gateway=str(ep.gateway6), family=6))
+        previous = container.gateway_endpoint()
         container.endpoints.append(ep)
+        container.interfaces_made += 1
         net.endpoints[container.name] = ep
+        if container.gateway_endpoint() is ep:
+            # A network sorting before the current gateway network takes the default route over.
+            ops += default_routes(name, ep, net.ipv6, replace=previous is not None)
         return ops
-
-    def _becomes_gateway_endpoint(self, container: ContainerState, net: NetworkState) -> bool:
-        # Docker routes by the endpoint whose network name sorts first among those with a gateway.
-        providing = [e.network for e in container.endpoints if e.gateway4 or e.gateway6 or e.connected_default]
-        return not providing or net.name < min(providing)
 
     def _allocate(self, pools: list[ipam.Pool], wanted: str | None, version: int, net: NetworkState) -> tuple[IPAddress, int]:
         if wanted is not None:
@@ -482,13 +487,22 @@ class DockerEmulator:
         ep = container.endpoint(net.name)
         if ep is None:
             raise DockerError(f"container {container.id} is not connected to network {net.name}")
+        was_gateway = container.gateway_endpoint() is ep
         self._release_endpoint(ep)
         container.endpoints.remove(ep)
-        return (DeleteLink(container.name, ep.ifname),)
+        ops: list[Op] = [DeleteLink(container.name, ep.ifname)]
+        successor = container.gateway_endpoint()
+        if was_gateway and successor is not None:
+            # The default route went with the link; the next network in name order provides it.
+            ops += default_routes(container.name, successor, self.networks[successor.network].ipv6, replace=True)
+        return tuple(ops)
 
     def _remove(self, cmd: ContainerRemove) -> tuple[Op, ...]:
         ops: list[Op] = []
         for name in cmd.names:
+            if name in self.stopped:
+                del self.stopped[name]  # its namespace went when it exited
+                continue
             container = self._container(name)
             if container.running and not cmd.force:
                 raise DockerError(
@@ -595,8 +609,7 @@ def describe(emulator: DockerEmulator, steps) -> dict:
 
 def _routes_of(container: ContainerState, ep: Endpoint) -> list[str]:
     routes = [f"{ipaddress.ip_interface(c).network} dev {ep.ifname}" for c in ep.cidrs()]
-    gateway_ep = next((e for e in container.endpoints if e.gateway4 or e.gateway6 or e.connected_default), None)
-    if gateway_ep is ep:
+    if container.gateway_endpoint() is ep:
         if ep.connected_default:
             routes.insert(0, f"default dev {ep.ifname}")
         if ep.gateway4:
@@ -604,3 +617,17 @@ def _routes_of(container: ContainerState, ep: Endpoint) -> list[str]:
         if ep.gateway6:
             routes.append(f"default via {ep.gateway6} dev {ep.ifname}")
     return routes
+
+
+def default_routes(node: str, ep: Endpoint, ipv6: bool, replace: bool = False) -> list[Op]:
+    """The default route(s) Docker gives a container through its gateway endpoint."""
+    ops: list[Op] = []
+    if ep.connected_default:
+        ops.append(AddRoute(node, "default", ep.ifname, family=4, replace=replace))
+        if ipv6:
+            ops.append(AddRoute(node, "default", ep.ifname, family=6, replace=replace))
+    if ep.gateway4 is not None:
+        ops.append(AddRoute(node, "default", ep.ifname, gateway=str(ep.gateway4), family=4, replace=replace))
+    if ep.gateway6 is not None:
+        ops.append(AddRoute(node, "default", ep.ifname, gateway=str(ep.gateway6), family=6, replace=replace))
+    return ops

@@ -137,11 +137,17 @@ def _validate_schema(doc: _Doc) -> None:
     errors = sorted(validator.iter_errors(doc.data), key=lambda e: (doc.line(*e.absolute_path), list(e.absolute_path)))
     if errors:
         err = errors[0]
-        where = "/".join(map(str, err.absolute_path)) or "the document"
+        path = list(err.absolute_path)
+        where = "/".join(map(str, path)) or "the document"
         message = err.message
         if err.validator == "additionalProperties":
+            # The error belongs to the enclosing mapping; point at the first unexpected key itself.
+            allowed = set(err.schema.get("properties", {}))
+            extra = sorted(k for k in err.instance if k not in allowed)
+            if extra:
+                path.append(extra[0])
             message = f"unknown key: {message}"
-        raise doc.error(f"{where}: {message}", *err.absolute_path)
+        raise doc.error(f"{where}: {message}", *path)
 
 
 def _interface(doc: _Doc, text: str, *keys) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:

@@ -67,13 +67,9 @@ class NetworkCreate:
     options: tuple[tuple[str, str], ...] = ()
 
     def option(self, key: str, default: str | None = None) -> str | None:
-        for k, v in self.options:
-            if k == key:
-                value = v
-                break
-        else:
-            return default
-        return value
+        """The value of `-o key=value`; when repeated, the last one wins, as in Docker's map options."""
+        values = [v for k, v in self.options if k == key]
+        return values[-1] if values else default
 
 
 @dataclass(frozen=True)

@@ -191,11 +191,10 @@ class Oracle:
                 out.append(("mac", f"{container.name} {ep.ifname}", ep.mac))
             for cidr in ep.cidrs():
                 out.append(("address", f"{container.name} {ep.ifname}", cidr))
-        gateway_ep = next((e for e in container.endpoints if e.gateway4 or e.connected_default), None)
-        if gateway_ep is not None:
+        gateway_ep = container.gateway_endpoint()
+        if gateway_ep is not None and (gateway_ep.gateway4 or gateway_ep.connected_default):
             via = f" via {gateway_ep.gateway4}" if gateway_ep.gateway4 else ""
             out.append(("route", container.name, f"default{via} dev {gateway_ep.ifname}"))
-        gateway6_ep = next((e for e in container.endpoints if e.gateway6), None)
-        if gateway6_ep is not None:
-            out.append(("route", container.name, f"default via {gateway6_ep.gateway6} dev {gateway6_ep.ifname}"))
+        if gateway_ep is not None and gateway_ep.gateway6:
+            out.append(("route", container.name, f"default via {gateway_ep.gateway6} dev {gateway_ep.ifname}"))
         return out

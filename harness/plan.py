@@ -96,6 +96,7 @@ class AddRoute:
     dev: str
     gateway: str | None = None
     family: int = 4
+    replace: bool = False  # `ip route replace`: take over an existing default route
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,7 @@ def render(op: Op) -> list[str]:
     if isinstance(op, AddRoute):
         fam = "-6 " if op.family == 6 else ""
         via = f" via {op.gateway}" if op.gateway else ""
-        return [f"ip {fam}-n {n} route add {op.dst}{via} dev {op.dev}"]
+        return [f"ip {fam}-n {n} route {'replace' if op.replace else 'add'} {op.dst}{via} dev {op.dev}"]
     if isinstance(op, SetSysctl):
         return [f"ip netns exec {n} sysctl -qw {op.key}={op.value}"]
     raise TypeError(f"cannot render {op!r}")

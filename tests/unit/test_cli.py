@@ -1,0 +1,271 @@
+"""Unit tests of the `harness` command line through harness.cli.main (no root: plan, validate, list, dry-run)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from harness.checks import error_matches
+from harness.cli import keyword_filter, main
+from harness.errors import HarnessError
+from harness.loader import load_scenario
+
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
+
+
+@pytest.fixture(autouse=True)
+def _keep_sigterm():
+    # main() installs its own SIGTERM handler; give pytest's back afterwards.
+    previous = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def plan_json(capsys, name: str, *extra: str) -> dict:
+    code, out, err = run(capsys, "plan", "--json", *extra, str(SCENARIOS / name))
+    assert code == 0, err
+    return json.loads(out)
+
+
+# --- validate -----------------------------------------------------------------------------------------------
+
+
+def test_validate_the_shipped_scenarios(capsys):
+    code, out, err = run(capsys, "validate", str(SCENARIOS))
+    assert code == 0
+    assert out.count("valid") >= len(list(SCENARIOS.glob("*.yaml")))
+    assert "invalid" not in out
+    assert "macvlan-bridge.yaml (macvlan-bridge)" in out
+
+
+def test_validate_a_directory_with_one_broken_file(tmp_path, capsys):
+    good = (SCENARIOS / "macvlan-bridge.yaml").read_text()
+    (tmp_path / "good.yaml").write_text(good)
+    (tmp_path / "broken.yaml").write_text(textwrap.dedent("""\
+        name: broken
+        source: s
+        commands:
+          - docker network create -d macvlan --subnet=10.0.0.0/24 -o parent=eth0 n
+          - docker run --net=n --bogus -itd alpine /bin/sh
+    """))
+    code, out, err = run(capsys, "validate", str(tmp_path))
+    assert code == 1
+    assert f"{tmp_path / 'broken.yaml'}:5:" in out
+    assert "unknown flag: --bogus" in out
+    assert f"valid   {tmp_path / 'good.yaml'}" in out
+
+
+def test_validate_an_empty_directory(tmp_path, capsys):
+    code, out, err = run(capsys, "validate", str(tmp_path))
+    assert code == 2
+    assert "no scenario files found" in err
+
+
+def test_validate_a_missing_path(tmp_path, capsys):
+    code, out, err = run(capsys, "validate", str(tmp_path / "nope"))
+    assert code == 2
+    assert "no such file or directory" in err
+
+
+# --- plan ---------------------------------------------------------------------------------------------------
+
+
+def test_plan_json_for_the_ip_range_example(capsys):
+    doc = plan_json(capsys, "macvlan-ip-range.yaml")
+    assert doc["scenario"] == "macvlan-ip-range" and doc["profile"] == "docker-20.10"
+    assert doc["errors"] == []
+    (net,) = doc["networks"]
+    assert net["name"] == "macnet32"
+    assert (net["driver"], net["mode"], net["parent"], net["parent_created_by_driver"]) == (
+        "macvlan", "bridge", "eth0", False)
+    assert net["subnets"] == [{"subnet": "192.168.32.0/24", "gateway": "192.168.32.254",
+                               "ip_range": "192.168.32.128/25", "aux_addresses": {}}]
+    first = doc["containers"][0]
+    assert first["name"] == "c1"
+    (eth0,) = first["interfaces"]
+    assert eth0["name"] == "eth0" and eth0["network"] == "macnet32"
+    assert eth0["addresses"] == ["192.168.32.128/24"]
+    assert eth0["mac"] == "02:42:c0:a8:20:80"
+    assert eth0["routes"][0] == "default via 192.168.32.254 dev eth0"
+    assert "vlan" not in doc["required_features"] and "macvlan" in doc["required_features"]
+
+
+def test_plan_json_for_the_bridge_example(capsys):
+    doc = plan_json(capsys, "macvlan-bridge.yaml")
+    by_name = {c["name"]: c for c in doc["containers"]}
+    assert by_name["c1"]["interfaces"][0]["addresses"] == ["172.16.86.10/24"]
+    assert by_name["c2"]["interfaces"][0]["addresses"] == ["172.16.86.2/24"]
+    assert by_name["c3"]["transient"] is True and by_name["c3"]["running"] is False
+
+
+def test_plan_json_for_the_vlan50_example_shows_the_driver_made_parent(capsys):
+    doc = plan_json(capsys, "macvlan-vlan50.yaml")
+    assert doc["networks"][0]["parent"] == "eth0.50"
+    assert doc["networks"][0]["parent_created_by_driver"] is True
+    assert {"name": "eth0.50", "kind": "vlan", "parent": "eth0", "vlan_id": 50, "created_by": "driver"} in doc["host_links"]
+    assert "vlan" in doc["required_features"]
+
+
+def test_plan_json_lists_the_failing_commands_of_the_errors_example(capsys):
+    doc = plan_json(capsys, "macvlan-errors.yaml")
+    got = {e["command"]: e["error"] for e in doc["errors"]}
+    assert got == {
+        1: "requested macvlan mode 'foo' is not valid, 'bridge' mode is the macvlan driver default",
+        2: "loopback interface is not a valid macvlan parent link",
+        3: "vlan id must be between 1-4094, received: 5000",
+        4: "invalid subinterface vlan name nosuchif0, example formatting is eth0.10",
+        5: "no matching subnet for gateway 10.0.0.1",
+        7: "Pool overlaps with other one on this address space",
+        8: "network with name pub_net already exists",
+        9: "Address already in use",
+        10: "Invalid address 10.99.0.5: It does not belong to any of this network's subnets",
+        11: "network nosuchnet not found",
+        12: "Error: No such network: nosuchnet",
+    }
+    assert doc["errors"][0]["text"].startswith("docker network create -d macvlan --subnet=172.16.86.0/24")
+    # and every one is what the scenario file says Docker answers
+    scenario = load_scenario(SCENARIOS / "macvlan-errors.yaml")
+    for step in scenario.steps:
+        if step.expect_error is not None:
+            assert error_matches(step.expect_error, got.get(step.index)), step.index
+
+
+def test_plan_with_another_profile(capsys):
+    doc = plan_json(capsys, "macvlan-bridge.yaml", "--profile", "moby-29")
+    assert doc["profile"] == "moby-29"
+    mac = doc["containers"][0]["interfaces"][0]["mac"]
+    assert mac != "02:42:ac:10:56:0a"
+
+
+def test_plain_plan_prints_ip_commands(capsys):
+    code, out, err = run(capsys, "plan", str(SCENARIOS / "macvlan-bridge.yaml"))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("# scenario macvlan-bridge")
+    assert "ip -n host link add name eth0 type veth peer name p-host netns up" in lines
+    assert any(line.startswith("ip -n host link add link eth0 name veth") and line.endswith("type macvlan mode bridge")
+               for line in lines)
+    assert "ip -n c1 link set eth0 address 02:42:ac:10:56:0a" in lines
+    assert "ip -n c1 addr add 172.16.86.10/24 dev eth0" in lines
+    assert "ip -n c1 route add default via 172.16.86.1 dev eth0" in lines
+    assert "ip -n host link add link eth0 name eth0.50 type vlan id 50" not in out
+    assert "eth0.50" not in out
+    assert any(line.startswith("ip netns exec c3 ping -c 1 172.16.86.10") for line in lines)
+    assert "ip netns del c3" in lines
+
+
+def test_plain_plan_for_vlan50_creates_the_sub_interface(capsys):
+    code, out, err = run(capsys, "plan", str(SCENARIOS / "macvlan-vlan50.yaml"))
+    assert code == 0
+    assert "ip -n host link add link eth0 name eth0.50 type vlan id 50" in out.splitlines()
+
+
+def test_plain_plan_shows_dockers_errors(capsys):
+    code, out, err = run(capsys, "plan", str(SCENARIOS / "macvlan-errors.yaml"))
+    assert code == 0
+    assert "#   Docker: Error response from daemon: loopback interface is not a valid macvlan parent link" in out
+
+
+def test_plan_of_a_broken_file_exits_2_naming_file_and_line(tmp_path, capsys):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: b\nsource: s\ncommands:\n  - docker network create -d bridge n\n")
+    code, out, err = run(capsys, "plan", str(path))
+    assert code == 2
+    assert f"{path}:4:" in err
+
+
+# --- run, list, -k ------------------------------------------------------------------------------------------
+
+
+def test_run_with_an_unknown_backend_names_the_valid_ones(capsys):
+    code, out, err = run(capsys, "run", "--backend", "nosuch", "-q", str(SCENARIOS / "macvlan-bridge.yaml"))
+    assert code == 2
+    assert "unknown backend 'nosuch'" in err
+    assert "valid backends: auto" in err
+    for name in ("dry-run", "netns"):
+        assert name in err
+
+
+def test_run_on_the_dry_run_backend_renders_and_skips(tmp_path, capsys):
+    results = tmp_path / "results.json"
+    code, out, err = run(capsys, "run", "--backend", "dry-run", "-q", "--json", str(results),
+                         str(SCENARIOS / "macvlan-bridge.yaml"), str(SCENARIOS / "macvlan-vlan50.yaml"))
+    assert code == 0
+    assert "0 passed, 0 failed, 2 skipped, 0 errors" in out
+    records = json.loads(results.read_text())
+    assert [r["scenario"] for r in records] == ["macvlan-bridge", "macvlan-vlan50"]
+    for r in records:
+        assert r["backend"] == "dry-run" and r["status"] == "skip"
+        assert r["reason"] == "backend dry-run observes nothing (plan rendered only)"
+        assert [s["index"] for s in r["steps"]] == list(range(1, len(r["steps"]) + 1))
+
+
+def test_run_with_k_selects_by_keyword(capsys):
+    code, out, err = run(capsys, "run", "--backend", "dry-run", "-q", "-k", "vlan50", str(SCENARIOS))
+    assert code == 0
+    assert "macvlan-vlan50" in out and "macvlan-vlan60" not in out
+    assert "0 passed, 0 failed, 1 skipped, 0 errors" in out
+
+
+def test_run_with_k_selecting_nothing(capsys):
+    code, out, err = run(capsys, "run", "--backend", "dry-run", "-q", "-k", "nothing_matches_this", str(SCENARIOS))
+    assert code == 2
+    assert "no scenario selected" in err
+
+
+def test_list_shows_the_kernel_features_each_scenario_needs(capsys):
+    code, out, err = run(capsys, "list", str(SCENARIOS))
+    assert code == 0
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.startswith("│")}
+    features = {name: row.split("│")[3].strip() for name, row in rows.items()}
+    assert features["macvlan-vlan50"] == "bridge, macvlan, veth, vlan"
+    assert features["macvlan-bridge"] == "bridge, macvlan, veth"
+    assert features["ipvlan-multi-subnet-210"] == "bridge, dummy, ipvlan, veth"
+    assert features["macvlan-dummy-parent"] == "bridge, dummy, macvlan, veth"
+    assert "ipv6" in features["macvlan-dual-stack-218"]
+
+
+@pytest.mark.parametrize("expr, selected", [
+    (None, {"macvlan-vlan50", "macvlan-vlan60", "macvlan-private", "macvlan-vepa", "macvlan-vepa-hairpin",
+            "ipvlan-multi-subnet-210"}),
+    ("vlan50", {"macvlan-vlan50"}),
+    ("VLAN50", {"macvlan-vlan50"}),
+    ("vlan5 or vlan6", {"macvlan-vlan50", "macvlan-vlan60"}),
+    ("vepa and not hairpin", {"macvlan-vepa"}),
+    ("(private or vepa) and not hairpin", {"macvlan-private", "macvlan-vepa"}),
+    ("not macvlan", {"ipvlan-multi-subnet-210"}),
+])
+def test_keyword_filter(expr, selected):
+    names = ["macvlan-vlan50", "macvlan-vlan60", "macvlan-private", "macvlan-vepa", "macvlan-vepa-hairpin",
+             "ipvlan-multi-subnet-210"]
+    keep = keyword_filter(expr)
+    assert {n for n in names if keep(n)} == selected
+
+
+@pytest.mark.parametrize("expr", ["__import__('os')", "vlan50; x", "a == b"])
+def test_keyword_filter_refuses_anything_but_words(expr):
+    with pytest.raises(HarnessError, match="-k: cannot use"):
+        keyword_filter(expr)
+
+
+def test_keyword_filter_reports_a_malformed_expression():
+    keep = keyword_filter("vlan50 and")
+    with pytest.raises(HarnessError, match="not a valid keyword expression"):
+        keep("macvlan-vlan50")
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith("harness ")
