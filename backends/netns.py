@@ -143,6 +143,7 @@ class NetnsSession:
     observes: bool = True
     nodes: dict[str, str] = field(default_factory=dict)  # logical -> namespace name
     handles: dict[str, IPRoute] = field(default_factory=dict)
+    closing: bool = False  # set when the whole session unwinds: removing a namespace removes its links
 
     # -- names ------------------------------------------------------------------------------------
 
@@ -259,7 +260,7 @@ class NetnsSession:
         elif op.kind == "vlan":
             spec["vlan_id"] = op.vlan_id
         ipr.link("add", **spec)
-        self.stack.callback(self._delete_link, op.node, op.name)
+        self.stack.callback(self._undo_link, op.node, op.name)
 
     def _set_link(self, op: SetLink) -> None:
         ipr = self._ipr(op.node)
@@ -273,6 +274,12 @@ class NetnsSession:
             ipr.brport("set", index=idx, mode=1 if op.hairpin else 0)
         if op.up is not None:
             ipr.link("set", index=idx, state="up" if op.up else "down")
+
+    def _undo_link(self, node: str, name: str) -> None:
+        # Deleting a link waits for RCU grace periods (~20 ms each); when the whole session unwinds,
+        # the removal of its namespace that follows removes every link in it, veth peers included.
+        if not self.closing:
+            self._delete_link(node, name)
 
     def _delete_link(self, node: str, name: str) -> None:
         """Idempotent: a link already gone (moved, deleted with its namespace) is fine."""
@@ -436,4 +443,8 @@ class NetnsBackend:
             raise BackendUnavailable(reason)
         os.makedirs(NETNS_DIR, exist_ok=True)
         with ExitStack() as stack:
-            yield NetnsSession(prefix=_next_prefix(), stack=stack)
+            session = NetnsSession(prefix=_next_prefix(), stack=stack)
+            try:
+                yield session
+            finally:
+                session.closing = True

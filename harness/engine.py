@@ -18,7 +18,15 @@ from harness.checks import Judge, describe_ping, error_matches
 from harness.driver import DockerEmulator
 from harness.errors import BackendUnavailable, HarnessError, KernelError
 from harness.model import Scenario
-from harness.observe import PingJob, observe_nodes, ping_many
+from harness.observe import (
+    PING_TIMEOUT,
+    PingJob,
+    observation_jobs,
+    parse_observations,
+    parse_pings,
+    ping_commands,
+    ping_many,
+)
 from harness.oracle import HOST, Oracle
 from harness.plan import FEATURES, AddLink, CompiledStep, Op, inverse, render
 from harness.profiles import DEFAULT_PROFILE
@@ -165,11 +173,7 @@ class Engine:
     def _judge(self, scenario: Scenario, session, emulator: DockerEmulator, world: World, result: ScenarioResult):
         oracle = Oracle(emulator, world)
         nodes = [HOST, *sorted(emulator.containers)]
-        views = observe_nodes(session, nodes)
-        for view in views.values():
-            for err in view.errors:
-                raise HarnessError(f"observing {view.node} failed: {err}")
-        judge = Judge(scenario, oracle, views)
+        judge = Judge(scenario, oracle, {})
         explicit, unprobeable = judge.explicit_probe_jobs()
         matrix = oracle.matrix() if (self.matrix and scenario.expect.matrix) else []
         jobs: dict[tuple, PingJob] = {}
@@ -179,7 +183,16 @@ class Engine:
             jobs.setdefault((exp.src.owner, str(exp.dst.ip), exp.reachable),
                             PingJob(exp.src.owner, str(exp.dst.ip), exp.reachable, exp.dst.ip.version))
         keys = sorted(jobs)
-        results = dict(zip(keys, ping_many(session, [jobs[k] for k in keys])))
+        # Observations and every probe run at once: the expectations come from the model, not from
+        # what is observed, so nothing here waits for anything else.
+        observe = observation_jobs(nodes)
+        pings = [jobs[k] for k in keys]
+        done = session.run_many(observe + ping_commands(pings), timeout=PING_TIMEOUT)
+        judge.views = parse_observations(nodes, done[: len(observe)])
+        for view in judge.views.values():
+            for err in view.errors:
+                raise HarnessError(f"observing {view.node} failed: {err}")
+        results = dict(zip(keys, parse_pings(pings, done[len(observe):])))
         result.checks += unprobeable
         result.checks += judge.probe_checks(explicit, matrix, results)
         result.checks += judge.state_checks()

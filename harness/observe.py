@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 # seconds in iputils); an isolation probe sends ISOLATION_PACKETS and waits ISOLATION_WAIT after the last,
 # so it is short, and all probes run at once: the matrix costs about one window, not one per pair.
 REACH_DEADLINE = 3
-PING_INTERVAL = 0.1
-ISOLATION_PACKETS = 2
-ISOLATION_WAIT = 0.3
+PING_INTERVAL = 0.05
+ISOLATION_PACKETS = 3
+ISOLATION_WAIT = 0.2
 # ping exits 2 for these: the source has no route at all, which is isolation, not a broken probe.
 NO_ROUTE = ("Network is unreachable", "No route to host", "Cannot assign requested address")
 
@@ -72,8 +72,14 @@ _QUERIES = {
 
 def observe_nodes(session, nodes: Sequence[str], timeout: float = 10.0) -> dict[str, NodeView]:
     """Read every node's links, addresses and routes at once with `ip -json`."""
-    jobs = [(node, argv) for node in nodes for argv in _QUERIES.values()]
-    results = session.run_many(jobs, timeout=timeout)
+    return parse_observations(nodes, session.run_many(observation_jobs(nodes), timeout=timeout))
+
+
+def observation_jobs(nodes: Sequence[str]) -> list[tuple[str, list[str]]]:
+    return [(node, argv) for node in nodes for argv in _QUERIES.values()]
+
+
+def parse_observations(nodes: Sequence[str], results) -> dict[str, NodeView]:
     views = {}
     for i, node in enumerate(nodes):
         chunk = dict(zip(_QUERIES, results[i * len(_QUERIES) : (i + 1) * len(_QUERIES)]))
@@ -156,9 +162,18 @@ def ping_argv(dst: str, family: int, expect_reach: bool | None) -> list[str]:
     return [*head, "-c", "1", "-w", str(REACH_DEADLINE), dst]
 
 
+PING_TIMEOUT = REACH_DEADLINE + 5
+
+
 def ping_many(session, jobs: Sequence[PingJob]) -> list[PingResult]:
-    argvs = [ping_argv(j.dst, j.family, j.expect_reach) for j in jobs]
-    results = session.run_many([(j.src, a) for j, a in zip(jobs, argvs)], timeout=REACH_DEADLINE + 5)
+    return parse_pings(jobs, session.run_many(ping_commands(jobs), timeout=PING_TIMEOUT))
+
+
+def ping_commands(jobs: Sequence[PingJob]) -> list[tuple[str, list[str]]]:
+    return [(j.src, ping_argv(j.dst, j.family, j.expect_reach)) for j in jobs]
+
+
+def parse_pings(jobs: Sequence[PingJob], results) -> list[PingResult]:
     out = []
     for job, res in zip(jobs, results):
         text = (res.stdout + "\n" + res.stderr).strip()
