@@ -96,6 +96,7 @@ _REGISTRY: dict[str, str] = {
     "netns": "backends.netns:NetnsBackend",
     "dry-run": "backends.dryrun:DryRunBackend",
     "vm": "backends.vm:VMBackend",
+    "vagrant": "backends.vagrant:VagrantBackend",
 }
 
 

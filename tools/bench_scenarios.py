@@ -1,0 +1,120 @@
+"""Measure scenario wall times: per scenario (setup, checks, teardown) and whole suites, serial and -n 2.
+
+A benchmark, not a test: it prints figures (Markdown) for docs/performance.md and asserts nothing.
+
+    python3 tools/bench_scenarios.py [--repeat 5] [--suites 3] [--vm]
+
+Per-scenario figures are medians over --repeat runs of each documented scenario this kernel can run
+on the namespace backend, through the engine (the same path as `harness run`). Suite figures are the
+median wall time of `pytest -k scenario --backend netns` serial and with `-n 2`, and, with --vm, of
+`harness run --backend vm` over every scenario that needs the VM (cold and warm image cache).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from backends.netns import NetnsBackend  # noqa: E402
+from harness.engine import Engine, skip_reason  # noqa: E402
+from harness.loader import load_all  # noqa: E402
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def per_scenario(repeat: int) -> list[tuple[str, dict[str, float]]]:
+    backend = NetnsBackend()
+    rows = []
+    for scenario in load_all([ROOT / "scenarios"]):
+        if skip_reason(backend, scenario) is not None:
+            continue
+        samples = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            result = Engine(backend).run(scenario)
+            wall = time.perf_counter() - t0
+            if result.status != "pass":
+                raise SystemExit(f"{scenario.name} did not pass: {result.failure_report()}")
+            samples.append({**result.durations, "wall": wall, "checks_n": len(result.checks)})
+        rows.append((scenario.name, {k: statistics.median(s[k] for s in samples) for k in samples[0]}))
+    return rows
+
+
+def timed(argv: list[str], env: dict | None = None) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"`{' '.join(argv)}` exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return wall
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--suites", type=int, default=3)
+    parser.add_argument("--vm", action="store_true", help="also time the VM batch, cold and warm")
+    args = parser.parse_args()
+
+    print(f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(f"- machine: {os.cpu_count()} vCPU ({cpu_model()}), kernel {platform.release()}, Python {platform.python_version()}")
+    print(f"- command: `python3 tools/bench_scenarios.py --repeat {args.repeat} --suites {args.suites}{' --vm' if args.vm else ''}`")
+    print()
+    rows = per_scenario(args.repeat)
+    print(f"| scenario (netns, median of {args.repeat}) | checks | setup s | checks s | teardown s | wall s |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, d in rows:
+        print(f"| {name} | {d['checks_n']:.0f} | {d['setup']:.3f} | {d['checks']:.3f} | {d['teardown']:.3f} | {d['wall']:.3f} |")
+    walls = [d["wall"] for _, d in rows]
+    print(f"| **median over scenarios** | | | | | **{statistics.median(walls):.3f}** |")
+    print()
+    pytest = [sys.executable, "-m", "pytest", "-k", "scenario", "--backend", "netns", "-q", "-p", "no:cacheprovider",
+              str(ROOT / "scenarios")]
+    serial = [timed(pytest) for _ in range(args.suites)]
+    parallel = [timed([*pytest, "-n", "2"]) for _ in range(args.suites)]
+    print(f"| suite (`pytest -k scenario --backend netns`, {len(rows)} run, the rest skip) | median wall s |")
+    print("|---|---:|")
+    print(f"| serial | {statistics.median(serial):.2f} |")
+    print(f"| `-n 2` | {statistics.median(parallel):.2f} |")
+    if args.vm:
+        from backends.vmimage import default_cache_dir
+
+        images = default_cache_dir() / "images"
+        harness_vm = [sys.executable, "-m", "harness", "run", "--backend", "vm", "-q", "--json", "/tmp/hx-vm-bench.json"]
+        vm_scenarios = [str(s.path) for s in load_all([ROOT / "scenarios"])
+                        if skip_reason(NetnsBackend(), s) is not None]
+        shutil.rmtree(images, ignore_errors=True)
+        cold = timed([*harness_vm, *vm_scenarios])
+        warm = [timed([*harness_vm, *vm_scenarios]) for _ in range(args.suites)]
+        import json
+
+        records = json.loads(Path("/tmp/hx-vm-bench.json").read_text())
+        boot = records[0]["durations"].get("vm_boot", float("nan"))
+        inside = [sum(r["durations"].get(k, 0) for k in ("setup", "checks", "teardown")) for r in records]
+        print()
+        print(f"| VM batch ({len(vm_scenarios)} scenarios, one boot) | s |")
+        print("|---|---:|")
+        print(f"| cold image cache (kernel already fetched), wall | {cold:.1f} |")
+        print(f"| warm cache, median wall | {statistics.median(warm):.1f} |")
+        print(f"| boot: qemu start to guest command | {boot:.2f} |")
+        print(f"| per scenario inside the guest, median (setup+checks+teardown) | {statistics.median(inside):.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
