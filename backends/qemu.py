@@ -38,6 +38,7 @@ failed: write error") and 1024 MB boots 0.3 s slower; qboot instead of SeaBIOS g
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
@@ -334,6 +335,17 @@ def _job_script(argv: Sequence[str], cwd: str, env: Mapping[str, str],
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class GuestJob:
+    """One command for one guest: what `run_in_guests` boots a VM for."""
+
+    argv: tuple[str, ...]
+    share_dir: Path | None = None
+    cwd: str | None = None
+    env: Mapping[str, str] | None = None
+    share_mount: str = "/out"
+
+
 def run_in_guest(argv: Sequence[str], kernel: KernelBundle | Path, initramfs: Path,
                  share_dir: Path | str | None = None, timeout: float = 300.0, *,
                  cwd: str | None = None, env: Mapping[str, str] | None = None,
@@ -350,55 +362,82 @@ def run_in_guest(argv: Sequence[str], kernel: KernelBundle | Path, initramfs: Pa
     """
     if not argv:
         raise ValueError("argv must not be empty")
+    job = GuestJob(tuple(argv), Path(share_dir) if share_dir is not None else None, cwd, env, share_mount)
+    outcome = run_in_guests([job], kernel, initramfs, timeout, memory_mb=memory_mb, smp=smp, cpu=cpu,
+                            append=append, qemu=qemu, qemu_args=qemu_args)[0]
+    if isinstance(outcome, VMError):
+        raise outcome
+    return outcome
+
+
+def run_in_guests(jobs: Sequence[GuestJob], kernel: KernelBundle | Path, initramfs: Path,
+                  timeout: float = 300.0, *, memory_mb: int = 512, smp: int = 1, cpu: str = "max",
+                  append: Sequence[str] = (), qemu: str = QEMU,
+                  qemu_args: Sequence[str] = ()) -> list[GuestResult | VMError]:
+    """Boot one guest per job, all at once (a single-vCPU TCG guest keeps one host CPU busy), and
+    return each job's GuestResult, or the VMError that ended it, in order.
+
+    Every qemu is started from this thread under one ExitStack and waited for in turn, so Ctrl-C or
+    SIGTERM while waiting kills them all: no qemu outlives this call.
+    """
     unavailable = qemu_available(qemu)
     if unavailable:
         raise VMError(unavailable)
-    ctl = Path(tempfile.mkdtemp(prefix="hxctl-"))
+    deadline = time.monotonic() + timeout
+    with contextlib.ExitStack() as stack:
+        started = []
+        for job in jobs:
+            ctl = Path(tempfile.mkdtemp(prefix="hxctl-"))
+            stack.callback(shutil.rmtree, ctl, ignore_errors=True)
+            shares = {"hxctl": ctl}
+            if job.share_dir is not None:
+                shares["hxshare"] = Path(job.share_dir).resolve()
+            mount = job.share_mount if job.share_dir is not None else None
+            workdir = job.cwd or (job.share_mount if job.share_dir is not None else "/")
+            (ctl / "job.sh").write_text(_job_script(job.argv, workdir, job.env or {}, mount))
+            vm = QemuVM(kernel, initramfs, shares=shares, append=append, memory_mb=memory_mb,
+                        smp=smp, cpu=cpu, qemu=qemu, extra_args=qemu_args)
+            stack.enter_context(vm)
+            started.append((job, ctl, vm))
+        return [_finish(job, ctl, vm, max(0.0, deadline - time.monotonic()), timeout)
+                for job, ctl, vm in started]
+
+
+def _finish(job: GuestJob, ctl: Path, vm: QemuVM, remaining: float, timeout: float) -> GuestResult | VMError:
+    argv = job.argv
     try:
-        shares = {"hxctl": ctl}
-        if share_dir is not None:
-            shares["hxshare"] = Path(share_dir).resolve()
-        mount = share_mount if share_dir is not None else None
-        workdir = cwd or (share_mount if share_dir is not None else "/")
-        (ctl / "job.sh").write_text(_job_script(argv, workdir, env or {}, mount))
-        vm = QemuVM(kernel, initramfs, shares=shares, append=append, memory_mb=memory_mb,
-                    smp=smp, cpu=cpu, qemu=qemu, extra_args=qemu_args)
-        with vm:
-            try:
-                rc = vm.wait(timeout)
-            except VMTimeout as exc:
-                stdout, stderr = _read(ctl / "stdout"), _read(ctl / "stderr")
-                raise VMTimeout(
-                    f"guest command `{shlex.join(argv)}` did not finish within {timeout:.0f} s; "
-                    f"killed qemu (pid {vm.pid}).\nstderr so far:\n{stderr.strip() or '(none)'}"
-                    f"\nconsole tail:\n{exc.console_tail}",
-                    console_tail=exc.console_tail, stdout=stdout, stderr=stderr) from None
-            total = vm.elapsed()
-            console = vm.console_tail()
-            qemu_err = vm.qemu_stderr()
-            started_at = vm.started_at
+        rc = vm.wait(remaining)
+    except VMTimeout as exc:
         stdout, stderr = _read(ctl / "stdout"), _read(ctl / "stderr")
-        status = _read(ctl / "status").strip()
-        setup_error = _read(ctl / "setup_error").strip()
-        if setup_error:
-            raise VMError(f"guest could not set up `{shlex.join(argv)}`: {setup_error}",
-                          console_tail=console, stdout=stdout, stderr=stderr)
-        if not status.lstrip("-").isdigit():
-            # qemu's own failures exit 1 with a message, which isa-debug-exit cannot tell apart
-            # from a reported 0: trust the message first.
-            how = (f"failed with exit status {rc}" if qemu_err else
-                   f"reported {rc >> 1} through isa-debug-exit" if rc & 1 else
-                   "powered off or crashed" if rc == 0 else f"exited with status {rc}")
-            raise VMError(
-                f"guest never reported an exit status for `{shlex.join(argv)}`: qemu {how}."
-                f"{chr(10) + 'qemu: ' + qemu_err if qemu_err else ''}\nconsole tail:\n{console}",
-                console_tail=console, stdout=stdout, stderr=stderr)
-        try:
-            boot = (ctl / "started").stat().st_mtime - started_at
-        except OSError:
-            boot = float("nan")
-        return GuestResult(argv=tuple(argv), exit_code=int(status), stdout=stdout, stderr=stderr,
-                           console_tail=console, kernel_release=_read(ctl / "kernel_release").strip(),
-                           boot_seconds=round(boot, 3), total_seconds=round(total, 3))
-    finally:
-        shutil.rmtree(ctl, ignore_errors=True)
+        return VMTimeout(
+            f"guest command `{shlex.join(argv)}` did not finish within {timeout:.0f} s; "
+            f"killed qemu (pid {vm.pid}).\nstderr so far:\n{stderr.strip() or '(none)'}"
+            f"\nconsole tail:\n{exc.console_tail}",
+            console_tail=exc.console_tail, stdout=stdout, stderr=stderr)
+    total = vm.elapsed()
+    console = vm.console_tail()
+    qemu_err = vm.qemu_stderr()
+    started_at = vm.started_at
+    stdout, stderr = _read(ctl / "stdout"), _read(ctl / "stderr")
+    status = _read(ctl / "status").strip()
+    setup_error = _read(ctl / "setup_error").strip()
+    if setup_error:
+        return VMError(f"guest could not set up `{shlex.join(argv)}`: {setup_error}",
+                       console_tail=console, stdout=stdout, stderr=stderr)
+    if not status.lstrip("-").isdigit():
+        # qemu's own failures exit 1 with a message, which isa-debug-exit cannot tell apart
+        # from a reported 0: trust the message first.
+        how = (f"failed with exit status {rc}" if qemu_err else
+               f"reported {rc >> 1} through isa-debug-exit" if rc & 1 else
+               "powered off or crashed" if rc == 0 else f"exited with status {rc}")
+        return VMError(
+            f"guest never reported an exit status for `{shlex.join(argv)}`: qemu {how}."
+            f"{chr(10) + 'qemu: ' + qemu_err if qemu_err else ''}\nconsole tail:\n{console}",
+            console_tail=console, stdout=stdout, stderr=stderr)
+    try:
+        boot = (ctl / "started").stat().st_mtime - started_at
+    except OSError:
+        boot = float("nan")
+    return GuestResult(argv=tuple(argv), exit_code=int(status), stdout=stdout, stderr=stderr,
+                       console_tail=console, kernel_release=_read(ctl / "kernel_release").strip(),
+                       boot_seconds=round(boot, 3), total_seconds=round(total, 3))

@@ -12,6 +12,7 @@ one batch behind a file lock.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -41,7 +42,9 @@ class VMBackend:
     description = "a qemu VM booting Debian's kernel (TCG); runs the namespace backend inside the guest"
     batch = True
 
-    def __init__(self, kernel: str | None = None, modules: str | None = None, cache_dir: str | None = None):
+    def __init__(self, kernel: str | None = None, modules: str | None = None, cache_dir: str | None = None,
+                 parallel: int | None = None):
+        self.parallel = parallel or int(os.environ.get("HARNESS_VM_PARALLEL", 0)) or min(2, os.cpu_count() or 1)
         self.kernel_path = kernel
         self.modules_path = modules
         self._cache_dir = Path(cache_dir) if cache_dir else None
@@ -114,8 +117,12 @@ class VMBackend:
     # -- the batch ----------------------------------------------------------------------------------
 
     def run_batch(self, scenarios: Sequence[Scenario], profile: str = DEFAULT_PROFILE, matrix: bool = True) -> list[ScenarioResult]:
-        """Boot once, run every scenario inside the guest, return one result per scenario, in order."""
-        from backends.qemu import VMError, run_in_guest
+        """Run every scenario inside guests booted for this batch; one result per scenario, in order.
+
+        The batch is split over `parallel` guests booted at once: a TCG guest with one vCPU keeps one
+        host CPU busy, so on this 2-vCPU machine kind two guests halve the wall time.
+        """
+        from backends.qemu import GuestJob, VMError, run_in_guests
 
         if not scenarios:
             return []
@@ -123,34 +130,48 @@ class VMBackend:
         if reason:
             return [_error(s, self.name, "unknown", reason, status="skip") for s in scenarios]
         t0 = time.monotonic()
-        share = Path(tempfile.mkdtemp(prefix="hxvm-share-"))
-        try:
-            (share / "scenarios").mkdir()
-            guest_paths = []
-            for i, s in enumerate(scenarios):
-                name = f"{i:03d}-{Path(s.path).name}"
-                shutil.copyfile(s.path, share / "scenarios" / name)
-                guest_paths.append(f"/out/scenarios/{name}")
-            argv = ["python3", "-m", "harness", "run", "--backend", "netns", "--profile", profile,
-                    "--json", "/out/results.json", "--quiet", *([] if matrix else ["--no-matrix"]), *guest_paths]
-            timeout = BOOT_AND_IMPORT_ALLOWANCE + PER_SCENARIO_ALLOWANCE * len(scenarios)
+        chunks = _split(list(scenarios), self.parallel)
+        with contextlib.ExitStack() as stack:
+            jobs, guest_paths = [], []
+            for chunk in chunks:
+                share = Path(tempfile.mkdtemp(prefix="hxvm-share-"))
+                stack.callback(shutil.rmtree, share, ignore_errors=True)
+                (share / "scenarios").mkdir()
+                paths = []
+                for i, s in enumerate(chunk):
+                    name = f"{i:03d}-{Path(s.path).name}"
+                    shutil.copyfile(s.path, share / "scenarios" / name)
+                    paths.append(f"/out/scenarios/{name}")
+                argv = ("python3", "-m", "harness", "run", "--backend", "netns", "--profile", profile,
+                        "--json", "/out/results.json", "--quiet", *(() if matrix else ("--no-matrix",)), *paths)
+                jobs.append(GuestJob(argv, share, env=_guest_env()))
+                guest_paths.append(paths)
+            timeout = BOOT_AND_IMPORT_ALLOWANCE + PER_SCENARIO_ALLOWANCE * max(len(c) for c in chunks)
             try:
-                guest = run_in_guest(argv, self.bundle(), self.image(), share_dir=share, timeout=timeout, env=_guest_env())
+                outcomes = run_in_guests(jobs, self.bundle(), self.image(), timeout)
             except VMError as exc:
                 return [_error(s, self.name, self.kernel_release(), f"the VM failed: {exc}") for s in scenarios]
-            results_file = share / "results.json"
-            if not results_file.is_file():
-                detail = (guest.stderr.strip() or guest.stdout.strip())[-3000:]
-                return [_error(s, self.name, guest.kernel_release,
-                               f"the guest wrote no results (exit {guest.exit_code}):\n{detail}\n"
-                               f"console tail:\n{guest.console_tail}") for s in scenarios]
-            records = json.loads(results_file.read_text())
-        finally:
-            shutil.rmtree(share, ignore_errors=True)
-        by_path = {r["path"]: r for r in records}
+            by_path: dict[str, ScenarioResult] = {}
+            wall = time.monotonic() - t0
+            for chunk, paths, job, outcome in zip(chunks, guest_paths, jobs, outcomes):
+                for result in self._collect(chunk, paths, job.share_dir, outcome, wall):
+                    by_path[result.path] = result
+        return [by_path[s.path] for s in scenarios]
+
+    def _collect(self, chunk, guest_paths, share: Path, guest, wall: float) -> list[ScenarioResult]:
+        from backends.qemu import VMError
+
+        if isinstance(guest, VMError):
+            return [_error(s, self.name, self.kernel_release(), f"the VM failed: {guest}") for s in chunk]
+        results_file = share / "results.json"
+        if not results_file.is_file():
+            detail = (guest.stderr.strip() or guest.stdout.strip())[-3000:]
+            return [_error(s, self.name, guest.kernel_release,
+                           f"the guest wrote no results (exit {guest.exit_code}):\n{detail}\n"
+                           f"console tail:\n{guest.console_tail}") for s in chunk]
+        by_path = {r["path"]: r for r in json.loads(results_file.read_text())}
         out = []
-        wall = time.monotonic() - t0
-        for s, guest_path in zip(scenarios, guest_paths):
+        for s, guest_path in zip(chunk, guest_paths):
             record = by_path.get(guest_path)
             if record is None:
                 out.append(_error(s, self.name, guest.kernel_release, "the guest returned no record for this scenario"))
@@ -164,6 +185,18 @@ class VMBackend:
             result.durations["vm_batch_wall"] = round(wall, 3)
             out.append(result)
         return out
+
+
+def _split(scenarios: list[Scenario], parts: int) -> list[list[Scenario]]:
+    """Balance by the number of commands (a fair proxy for a scenario's cost), largest first."""
+    parts = max(1, min(parts, len(scenarios)))
+    chunks: list[list[Scenario]] = [[] for _ in range(parts)]
+    load = [0] * parts
+    for s in sorted(scenarios, key=lambda s: -len(s.steps)):
+        i = load.index(min(load))
+        chunks[i].append(s)
+        load[i] += len(s.steps) + 2
+    return chunks
 
 
 def _guest_env() -> dict[str, str]:

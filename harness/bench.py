@@ -60,6 +60,7 @@ DEFAULT_MTU = 1500  # what veth, bridge and macvlan links get from the kernel
 PRIMARY = ("macvlan", "bridge")  # the documentation's claim, and the ratio the adaptive stop watches
 REQUIRED_RATIOS = (("macvlan", "bridge"), ("macvlan", "veth"), ("bridge", "veth"))
 ALL_TESTS = ("tcp", "udp", "rr")
+TEARDOWN_RESERVE = 1.5  # seconds the budget keeps for stopping servers and removing namespaces
 
 
 class BenchError(HarnessError):
@@ -86,6 +87,7 @@ class BenchParams:
     mtu: int = DEFAULT_MTU
     udp_rate: str = "1G"
     udp_duration: int = 1
+    udp_blocks: int | None = None  # when set, a UDP test is this many datagrams (iperf3 -k) instead of -t seconds
     rr_count: int = 2000
     rr_warmup: int = 200
     rr_size: int = 1
@@ -93,10 +95,13 @@ class BenchParams:
     rounds: int | None = None  # fixed number of good rounds; None = adaptive
     min_rounds: int = 5
     max_rounds: int = 200
+    full_rounds: int = 3  # adaptive: quiet rounds of every test on every topology before focusing
+    focus: bool = True  # adaptive: after full_rounds, only TCP on the primary pair (macvlan, bridge)
     budget: float | None = 120.0
     target: float = 0.03
     max_reruns: int = 5  # noisy rounds a fixed-rounds run may replace (an adaptive run is bounded by its budget)
     load_window: float = 0.2
+    quiet_wait: float = 6.0  # seconds to wait for a busy machine to calm down before running a round anyway
     noise: NoiseRule = field(default_factory=NoiseRule)
     seed: int = DEFAULT_SEED
     confidence: float = DEFAULT_CONFIDENCE
@@ -106,7 +111,8 @@ class BenchParams:
 
     def stop_rule(self) -> StopRule:
         return StopRule(target=self.target, budget=self.budget, min_rounds=self.min_rounds,
-                        max_rounds=self.max_rounds, rounds=self.rounds, max_reruns=self.max_reruns)
+                        max_rounds=self.max_rounds, rounds=self.rounds, max_reruns=self.max_reruns,
+                        reserve=TEARDOWN_RESERVE)
 
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
@@ -115,8 +121,10 @@ class BenchParams:
         return d
 
 
-QUICK = dict(rounds=2, duration=1, omit=0, udp_duration=1, rr_count=300, rr_warmup=50, budget=None,
-             max_reruns=0, load_window=0.1, min_rounds=2)
+# CI exercises the whole path, not the precision: short tests, no waiting for a quiet machine, and UDP
+# by datagram count (20000 at 1 Gbit/s is ~0.25 s; iperf3 -t only takes whole seconds).
+QUICK = dict(rounds=2, duration=1, omit=0, udp_blocks=20000, rr_count=300, rr_warmup=50, budget=None,
+             max_reruns=0, load_window=0.1, min_rounds=2, quiet_wait=0.0)
 
 
 # -- topologies ------------------------------------------------------------------------------------
@@ -578,6 +586,8 @@ class RoundRecord:
     load_before: Load
     load_during: Load
     noise: tuple[str, ...]
+    tests: tuple[str, ...] = ALL_TESTS
+    waited: float = 0.0  # seconds spent waiting for a quiet machine before the round
 
     @property
     def noisy(self) -> bool:
@@ -586,7 +596,8 @@ class RoundRecord:
     def to_json(self) -> dict:
         return {"index": self.index, "order": list(self.order), "start": round(self.start, 3),
                 "seconds": round(self.seconds, 3), "load_before": self.load_before.to_json(),
-                "load_during": self.load_during.to_json(), "noisy": self.noisy, "noise_reasons": list(self.noise)}
+                "load_during": self.load_during.to_json(), "noisy": self.noisy, "noise_reasons": list(self.noise),
+                "tests": list(self.tests), "waited": round(self.waited, 3)}
 
 
 class Progress:
@@ -670,6 +681,8 @@ class BenchRunner:
         self.iperf3_version: str | None = None
         self.kernel: str = ""
         self.stop_reason = ""
+        self.error: str | None = None  # a measurement that failed mid-run (the samples before it are kept)
+        self._gave_up_waiting = False
         self._live: dict[str, _Live] = {}
         self._logdir = ""
         self._mss: int | None = None
@@ -693,10 +706,10 @@ class BenchRunner:
         runnable = []
         for name in self.params.topologies:
             topo = topology_for(name, self.params.mtu)
-            missing = [caps.get(f) for f in topo.features if not (caps.get(f) and caps[f].available)]
+            missing = [f for f in topo.features if not (f in caps and caps[f].available)]
             if missing:
-                why = "; ".join((c.detail if c and c.detail else f"kernel lacks {FEATURES.get(f, f)}")
-                                for f, c in ((f, caps.get(f)) for f in topo.features) if c in missing)
+                why = "; ".join(caps[f].detail if f in caps and caps[f].detail else f"kernel lacks {FEATURES.get(f, f)}"
+                                for f in missing)
                 self.statuses[name] = TopologyStatus(name, topo.description, "skipped",
                                                      f"{self.params.backend} backend cannot build it: {why}", topo.features)
                 continue
@@ -804,8 +817,9 @@ class BenchRunner:
                 extra += ["-M", str(self._mss)]
             return parse_iperf3_tcp(self._iperf3(s, extra, timeout=p.duration + p.omit + 20))
         if test == "udp":
-            extra = ["-u", "-b", p.udp_rate, "-t", str(p.udp_duration), "-l", str(self._udp_len)]
-            return parse_iperf3_udp(self._iperf3(s, extra, timeout=p.udp_duration + 20))
+            length = ["-k", str(p.udp_blocks)] if p.udp_blocks else ["-t", str(p.udp_duration)]
+            extra = ["-u", "-b", p.udp_rate, *length, "-l", str(self._udp_len)]
+            return parse_iperf3_udp(self._iperf3(s, extra, timeout=p.udp_duration + 30))
         if test == "rr":
             argv = self._rr_argv("client", "--host", SERVER_ADDR, "--port", str(RR_PORT), "--count", str(p.rr_count),
                                  "--warmup", str(p.rr_warmup), "--size", str(p.rr_size))
@@ -877,6 +891,46 @@ class BenchRunner:
         finally:
             self.progress.stop()
 
+    def _wait_for_quiet(self, rule: StopRule, t_start: float, estimate: float) -> tuple[Load, float]:
+        """The idle load before a round; while somebody else keeps the machine busy, wait (polling) rather
+        than spend a whole round on numbers that would be thrown away, up to `quiet_wait` seconds and
+        never past the budget. Then the round runs anyway and is flagged if it is noisy."""
+        p = self.params
+        began = self.clock()
+        # Once a wait ran out, the machine is busy for a while: do not pay the wait again every round
+        # until a quiet window has been seen.
+        limit = 0.0 if self._gave_up_waiting else p.quiet_wait
+        if rule.budget is not None:
+            limit = min(limit, max(0.0, rule.budget - (began - t_start) - estimate))
+        while True:
+            before = self._load_before()
+            waited = self.clock() - began
+            reasons = p.noise.before_reasons(before)
+            if not reasons:
+                self._gave_up_waiting = False
+                return before, waited
+            if waited >= limit:
+                self._gave_up_waiting = True
+                return before, waited
+            self.progress.step(f"waiting for a quiet machine: {reasons[0]}")
+            time.sleep(0.3)
+
+    def _round_plan(self, names: Sequence[str], index: int) -> tuple[tuple[str, ...], list[str]]:
+        """The tests and the topology order of round `index`.
+
+        A fixed-rounds run measures everything every round. An adaptive run does that until it has
+        `full_rounds` quiet full rounds (enough for UDP, latency and the other ratios), then focuses:
+        TCP on the primary pair only, so the time left buys the most rounds of the ratio whose interval
+        the target is about (a focus round costs two TCP tests instead of every test on every topology).
+        The order still rotates every round."""
+        p = self.params
+        full = sum(1 for r in self.rounds if not r.noisy and len(r.order) == len(names) and len(r.tests) == len(p.tests))
+        primary = PRIMARY if all(t in names for t in PRIMARY) else None
+        if p.rounds is not None or not p.focus or "tcp" not in p.tests or full < p.full_rounds:
+            return p.tests, rotated(names, index)
+        pair = list(primary) if primary else list(names)
+        return ("tcp",), rotated(pair, index)
+
     def _rounds(self, rule: StopRule, t_start: float) -> None:
         p = self.params
         names = list(self._live)
@@ -884,34 +938,44 @@ class BenchRunner:
         index = 0
         durations: list[float] = []
         while True:
-            half = None
-            if primary:
-                stat = next((m for m in self.current_stats() if m.id == primary), None)
-                half = stat.interval.rel_half_width if stat else None
-            estimate = max(durations[-3:]) if durations else 0.0
+            half = self._half_width(primary)
+            # the last round of the same kind (full or focused) predicts the next one best
+            estimate = durations[-1] if durations else 0.0
             quiet = sum(not r.noisy for r in self.rounds)
             reason = rule.decide(quiet, len(self.rounds), half, self.clock() - t_start, estimate)
             if reason:
                 self.stop_reason = reason
                 return
-            before = self._load_before()
-            order = rotated(names, index)
+            before, waited = self._wait_for_quiet(rule, t_start, estimate)
+            tests, order = self._round_plan(names, index)
             r_start_wall, r_start, c0 = time.time(), self.clock(), read_cpu_times()
-            for test in p.tests:
+            for test in tests:
                 for pos, name in enumerate(order):
                     self.progress.step(f"round {index + 1}: {test} {name}")
                     t0 = time.time()
-                    result = self.measure(self._live[name], test)
+                    try:
+                        result = self.measure(self._live[name], test)
+                    except BenchError as exc:
+                        # Keep what was measured: the results so far are written, with the failure.
+                        self.error = f"round {index + 1}, {test} on {name}: {exc}"
+                        self.stop_reason = f"failed: {self.error}"
+                        return
                     self.samples.append(Sample(index, pos, name, test, t0, time.time(), result))
             seconds = self.clock() - r_start
             during = Load.between(c0, read_cpu_times(), seconds)
             record = RoundRecord(index, tuple(order), r_start_wall, seconds, before, during,
-                                 tuple(p.noise.reasons(before, during)))
+                                 tuple(p.noise.reasons(before, during)), tuple(tests), waited)
             self.rounds.append(record)
             durations.append(seconds + p.load_window)
             index += 1
             self.progress.advance(len(self.rounds_in_stats()) if p.rounds is not None else self.clock() - t_start,
                                   self._status(primary, record))
+
+    def _half_width(self, primary: str | None) -> float | None:
+        if not primary:
+            return None
+        stat = next((m for m in self.current_stats() if m.id == primary), None)
+        return stat.interval.rel_half_width if stat else None
 
     def document(self, started: float, finished: float) -> dict:
         statuses = [self.statuses[n] for n in self.params.topologies if n in self.statuses]
@@ -976,7 +1040,7 @@ def build_document(params: BenchParams, *, topologies: Sequence[TopologyStatus],
             "adaptive": p.rounds is None,
             "target_pct": 100 * p.target,
             "half_width_pct": None if half is None else 100 * half,
-            "target_reached": half is not None and half <= p.target,
+            "target_reached": p.stop_rule().reached(sum(not r.noisy for r in rounds), half),
             "used_rounds": len(used),
             "total_rounds": len(rounds),
         },
@@ -1029,6 +1093,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", type=float, metavar="PCT",
                         help=f"stop once the macvlan/bridge 95%% CI half-width is at most PCT %% (default {100 * d.target:.0f})")
     parser.add_argument("--min-rounds", type=int, metavar="N", help=f"rounds before the adaptive stop may stop (default {d.min_rounds})")
+    parser.add_argument("--full-rounds", type=int, metavar="N",
+                        help=f"adaptive: rounds of every test on every topology before focusing on TCP macvlan/bridge (default {d.full_rounds})")
+    parser.add_argument("--no-focus", action="store_true", help="adaptive: run every test on every topology in every round")
     parser.add_argument("--tests", metavar="LIST", help=f"comma-separated tests from {','.join(ALL_TESTS)} (default all)")
     parser.add_argument("--topologies", metavar="LIST", help=f"comma-separated, from {','.join(TOPOLOGIES)} (default all)")
     parser.add_argument("--backend", default="netns", help="backend to build the topologies with (default netns)")
@@ -1050,6 +1117,10 @@ def params_from_args(args: argparse.Namespace) -> BenchParams:
         values["target"] = args.target / 100
     if getattr(args, "no_rr_pin", False):
         values["rr_pin"] = False
+    if getattr(args, "no_focus", False):
+        values["focus"] = False
+    if getattr(args, "full_rounds", None) is not None:
+        values["full_rounds"] = args.full_rounds
     if getattr(args, "topologies", None):
         values["topologies"] = _csv(args.topologies)
     if getattr(args, "tests", None):
@@ -1115,6 +1186,10 @@ def main(args: argparse.Namespace) -> int:
         return 1
     path = args.json or f"results/bench-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
     out = write_document(doc, path)
+    if runner.error:
+        err.print("[red]bench failed[/red]: ", end="", markup=True)
+        err.print(f"{runner.error}\nthe samples measured before the failure are in {out}", markup=False)
+        return 1
     out_console = Console(highlight=False, soft_wrap=True)
     out_console.print(summary_table(doc))
     for t in doc["topologies"]:

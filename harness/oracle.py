@@ -15,6 +15,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from harness.driver import ContainerState, DockerEmulator, Endpoint, NetworkState
+from harness.ipam import link_local_from_mac
 from harness.world import World
 
 HOST = "host"
@@ -191,6 +192,9 @@ class Oracle:
                 out.append(("mac", f"{container.name} {ep.ifname}", ep.mac))
             for cidr in ep.cidrs():
                 out.append(("address", f"{container.name} {ep.ifname}", cidr))
+            if ep.mac and container.ipv6:
+                # The kernel derives it from the MAC Docker set (EUI-64): fe80::42:c0ff:fea8:8803/64.
+                out.append(("address", f"{container.name} {ep.ifname}", f"{link_local_from_mac(ep.mac)}/64"))
         gateway_ep = container.gateway_endpoint()
         if gateway_ep is not None and (gateway_ep.gateway4 or gateway_ep.connected_default):
             via = f" via {gateway_ep.gateway4}" if gateway_ep.gateway4 else ""

@@ -186,12 +186,16 @@ class NoiseRule:
     max_steal_before: float = 0.05
     max_steal_during: float = 0.05
 
-    def reasons(self, before: Load, during: Load) -> list[str]:
+    def before_reasons(self, before: Load) -> list[str]:
         out = []
         if before.busy > self.max_busy_before:
             out.append(f"machine {before.busy:.0%} busy before the round (limit {self.max_busy_before:.0%})")
         if before.steal > self.max_steal_before:
             out.append(f"{before.steal:.1%} CPU steal before the round (limit {self.max_steal_before:.0%})")
+        return out
+
+    def reasons(self, before: Load, during: Load) -> list[str]:
+        out = self.before_reasons(before)
         if during.steal > self.max_steal_during:
             out.append(f"{during.steal:.1%} CPU steal during the round (limit {self.max_steal_during:.0%})")
         return out
@@ -217,6 +221,7 @@ class StopRule:
     max_rounds: int = 200
     rounds: int | None = None
     max_reruns: int = 5
+    reserve: float = 0.0  # seconds of the budget kept for tearing everything down after the last round
 
     def decide(self, quiet: int, total: int, half_width: float | None, elapsed: float,
                next_round_estimate: float) -> str | None:
@@ -231,11 +236,19 @@ class StopRule:
             return f"target reached: half-width {half_width:.2%} <= {self.target:.2%}"
         if total >= self.max_rounds:
             return f"stopped at the maximum of {self.max_rounds} rounds"
-        if self.budget is not None and elapsed + next_round_estimate > self.budget:
-            return (f"time budget: another round (~{next_round_estimate:.0f} s) would not fit in {self.budget:.0f} s"
-                    + ("" if half_width is None or self.rounds is not None
-                       else f"; half-width reached {half_width:.2%}, target {self.target:.2%}"))
+        if self.budget is not None and elapsed + next_round_estimate + self.reserve > self.budget:
+            reason = f"time budget: another round (~{next_round_estimate:.0f} s) would not fit in {self.budget:.0f} s"
+            if self.rounds is None and quiet < self.min_rounds:
+                reason += (f"; only {quiet} of {total} rounds were quiet ({self.min_rounds} needed to trust an "
+                           f"interval): the machine was busy, see rounds[].noise_reasons")
+            elif self.rounds is None and half_width is not None:
+                reason += f"; half-width reached {half_width:.2%} over {quiet} quiet rounds, target {self.target:.2%}"
+            return reason
         return None
+
+    def reached(self, quiet: int, half_width: float | None) -> bool:
+        """Whether an adaptive run met its target: narrow enough over enough quiet rounds to trust it."""
+        return self.rounds is None and quiet >= self.min_rounds and half_width is not None and half_width <= self.target
 
 
 def usable_rounds(noisy: Sequence[bool], min_quiet: int = 2) -> tuple[list[int], bool]:
