@@ -127,3 +127,42 @@ def missing_features(backend: Backend, needed: Sequence[str]) -> list[Capability
 def iter_backends(factory: Callable[[str], Backend] = get_backend) -> Iterator[Backend]:
     for name in backend_names():
         yield factory(name)
+
+
+# -- batch backends (vm, vagrant): scenario files go in, the guest's JSON records come back ---------------
+
+
+def stage_scenarios(scenarios, directory, guest_dir: str) -> list[str]:
+    """Copy scenario files into `directory` (numbered: two files may share a name); their guest paths."""
+    import shutil
+    from pathlib import Path
+
+    paths = []
+    for i, s in enumerate(scenarios):
+        name = f"{i:03d}-{Path(s.path).name}"
+        shutil.copyfile(s.path, Path(directory) / name)
+        paths.append(f"{guest_dir}/{name}")
+    return paths
+
+
+def adopt_records(scenarios, guest_paths, records, backend: str, kernel: str, missing):
+    """The guest's JSON records as results for this machine: host paths, this backend, the guest kernel.
+
+    `missing(scenario)` makes the result for a scenario the guest returned no record for.
+    """
+    from dataclasses import replace
+
+    from harness.results import ScenarioResult
+
+    by_path = {r.get("path"): r for r in records if isinstance(r, dict)}
+    out = []
+    for s, guest_path in zip(scenarios, guest_paths):
+        record = by_path.get(guest_path)
+        if record is None:
+            out.append(missing(s))
+            continue
+        result = ScenarioResult.from_dict(record)
+        # Point every location back at the file on this machine, not its copy in the guest.
+        checks = [replace(c, location=c.location.replace(guest_path, s.path)) for c in result.checks]
+        out.append(replace(result, path=s.path, backend=backend, kernel=kernel or result.kernel, checks=checks))
+    return out

@@ -37,12 +37,11 @@ import signal
 import subprocess
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 from filelock import FileLock
 
-from backends.base import Capability, CommandResult
+from backends.base import Capability, CommandResult, adopt_records
 from harness.errors import BackendUnavailable
 from harness.model import Scenario
 from harness.plan import FEATURES
@@ -200,21 +199,12 @@ class VagrantBackend:
             except OSError:
                 pass
 
-        by_path = {r.get("path"): r for r in records if isinstance(r, dict)}
         wall = round(time.monotonic() - t0, 3)
-        out = []
-        for s, guest_path in zip(scenarios, guest_paths):
-            record = by_path.get(guest_path)
-            if record is None:
-                out.append(_result(s, kernel, f"the box returned no record for this scenario{run_note}"))
-                continue
-            result = ScenarioResult.from_dict(record)
-            # Point every location back at the file on this machine, not its copy in the box.
-            checks = [replace(c, location=c.location.replace(guest_path, s.path)) for c in result.checks]
-            result = replace(result, path=s.path, backend=self.name, kernel=kernel, checks=checks)
+        out = adopt_records(scenarios, guest_paths, records, self.name, kernel,
+                            lambda s: _result(s, kernel, f"the box returned no record for this scenario{run_note}"))
+        for result in out:
             result.durations["vagrant_up"] = round(up_seconds, 3)
             result.durations["vagrant_batch_wall"] = wall
-            out.append(result)
         return out
 
     # -- commands -----------------------------------------------------------------------------------

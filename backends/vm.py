@@ -19,12 +19,11 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from pathlib import Path
 
 from filelock import FileLock
 
-from backends.base import Capability
+from backends.base import Capability, adopt_records, stage_scenarios
 from harness.errors import BackendUnavailable
 from harness.model import Scenario
 from harness.plan import FEATURES
@@ -137,11 +136,7 @@ class VMBackend:
                 share = Path(tempfile.mkdtemp(prefix="hxvm-share-"))
                 stack.callback(shutil.rmtree, share, ignore_errors=True)
                 (share / "scenarios").mkdir()
-                paths = []
-                for i, s in enumerate(chunk):
-                    name = f"{i:03d}-{Path(s.path).name}"
-                    shutil.copyfile(s.path, share / "scenarios" / name)
-                    paths.append(f"/out/scenarios/{name}")
+                paths = stage_scenarios(chunk, share / "scenarios", "/out/scenarios")
                 argv = ("python3", "-m", "harness", "run", "--backend", "netns", "--profile", profile,
                         "--json", "/out/results.json", "--quiet", *(() if matrix else ("--no-matrix",)), *paths)
                 jobs.append(GuestJob(argv, share, env=_guest_env()))
@@ -169,21 +164,12 @@ class VMBackend:
             return [_error(s, self.name, guest.kernel_release,
                            f"the guest wrote no results (exit {guest.exit_code}):\n{detail}\n"
                            f"console tail:\n{guest.console_tail}") for s in chunk]
-        by_path = {r["path"]: r for r in json.loads(results_file.read_text())}
-        out = []
-        for s, guest_path in zip(chunk, guest_paths):
-            record = by_path.get(guest_path)
-            if record is None:
-                out.append(_error(s, self.name, guest.kernel_release, "the guest returned no record for this scenario"))
-                continue
-            result = ScenarioResult.from_dict(record)
-            # Point every location back at the file on this machine, not its copy in the guest.
-            checks = [replace(c, location=c.location.replace(guest_path, s.path)) for c in result.checks]
-            result = replace(result, path=s.path, backend=self.name, kernel=guest.kernel_release or result.kernel,
-                             checks=checks)
+        out = adopt_records(chunk, guest_paths, json.loads(results_file.read_text()), self.name,
+                            guest.kernel_release, lambda s: _error(s, self.name, guest.kernel_release,
+                                                                   "the guest returned no record for this scenario"))
+        for result in out:
             result.durations["vm_boot"] = guest.boot_seconds
             result.durations["vm_batch_wall"] = round(wall, 3)
-            out.append(result)
         return out
 
 

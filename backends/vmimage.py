@@ -131,6 +131,7 @@ _KERNEL_PACKAGE_RE = re.compile(r"^linux-image-(?P<release>\d[\w.+~]*-[\w.+~-]+)
 _APT_TIMEOUT = 900
 _CMD_TIMEOUT = 300
 _KEEP_IMAGES = 3  # combined images kept per kernel release (75 MB each); older ones are pruned
+_PRUNE_GRACE_SECONDS = 900
 
 
 class ImageError(VMError):
@@ -1100,4 +1101,7 @@ def _prune(images: Path) -> None:
                           ("base-*.cpio", 2)):
         files = sorted(images.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
         for old in files[keep:]:
-            old.unlink(missing_ok=True)
+            # A concurrent run (another checkout, an xdist worker) may be about to boot an image it
+            # was just handed: only images unused for a while are pruned.
+            if time.time() - old.stat().st_mtime > _PRUNE_GRACE_SECONDS:
+                old.unlink(missing_ok=True)

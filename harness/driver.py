@@ -31,6 +31,7 @@ from harness.model import (
     NetworkRemove,
     Scenario,
     Step,
+    is_ip_address,
 )
 from harness.plan import (
     AddAddress,
@@ -375,7 +376,7 @@ class DockerEmulator:
             return CompiledStep(step, ops=tuple(ops))
         # A transient container: it pings, exits, and (with or without --rm) releases its addresses.
         target = self._resolve(probe.target, net)
-        family = probe.family or (ipaddress.ip_address(target).version if _is_ip(target) else 4)
+        family = probe.family or (ipaddress.ip_address(target).version if is_ip_address(target) else 4)
         check = ReachCheck(src=cmd.name, dst=target, family=family, command=" ".join(cmd.command))
         self._release_container(container)
         del self.containers[cmd.name]
@@ -386,7 +387,7 @@ class DockerEmulator:
 
     def _resolve(self, target: str, net: NetworkState) -> str:
         """Docker's embedded DNS: a container name on the same network resolves to its address."""
-        if _is_ip(target):
+        if is_ip_address(target):
             return target
         ep = net.endpoints.get(target)
         if ep is not None and ep.addresses:
@@ -557,14 +558,6 @@ class DockerEmulator:
                 return link.vlan_id
             link = self.host_links.get(link.parent) if link.parent else None
         return None
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-        return True
-    except ValueError:
-        return False
 
 
 def describe(emulator: DockerEmulator, steps) -> dict:

@@ -15,6 +15,8 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from harness.model import is_ip_address
+
 # How long a probe may take. An expected-reachable probe returns at its first reply (deadline -w, whole
 # seconds in iputils); an isolation probe sends ISOLATION_PACKETS and waits ISOLATION_WAIT after the last,
 # so it is short, and all probes run at once: the matrix costs about one window, not one per pair.
@@ -155,7 +157,7 @@ class PingResult:
 
 
 def ping_argv(dst: str, family: int, expect_reach: bool | None) -> list[str]:
-    version = family or (ipaddress.ip_address(dst).version if _is_ip(dst) else 4)
+    version = family or (ipaddress.ip_address(dst).version if is_ip_address(dst) else 4)
     head = ["ping", f"-{version}", "-n", "-q", "-i", f"{PING_INTERVAL:g}"]
     if expect_reach is False:
         return [*head, "-c", str(ISOLATION_PACKETS), "-W", f"{ISOLATION_WAIT:g}", dst]
@@ -186,11 +188,3 @@ def parse_pings(jobs: Sequence[PingJob], results) -> list[PingResult]:
         probe_error = res.exit_code not in (0, 1) and not no_route
         out.append(PingResult(job, res.exit_code == 0, summary, res.command, res.exit_code, probe_error))
     return out
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-        return True
-    except ValueError:
-        return False

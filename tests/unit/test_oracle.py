@@ -258,6 +258,7 @@ def test_expected_state_of_a_dual_stack_container():
         ("mac", "c1 eth0", "02:42:c0:a8:88:03"),
         ("address", "c1 eth0", "192.168.136.3/24"),
         ("address", "c1 eth0", "fd11::3/64"),
+        ("address", "c1 eth0", "fe80::42:c0ff:fea8:8803/64"),  # the document's link-local, from the MAC
         ("route", "c1", "default via 192.168.136.1 dev eth0"),
         ("route", "c1", "default via fd11::1 dev eth0"),
     ]
