@@ -222,8 +222,9 @@ class NetnsSession:
         if len(name) > 15:
             # Long container names get a short, stable stand-in; the logical name stays in every report.
             name = f"{self.prefix}-n{len(self.nodes)}"
-        netns.create(name)
+        # The undo goes on the stack first: an interrupt inside create must not leak the namespace.
         self.stack.callback(_remove_netns, name)
+        netns.create(name)
         self.nodes[node] = name
         ipr = IPRoute(netns=name)
         self.handles[name] = ipr
@@ -382,8 +383,8 @@ def probe_capabilities() -> dict[str, Capability]:
     """Create one link of each kind in a throwaway namespace; what the kernel refuses is missing."""
     caps: dict[str, Capability] = {}
     name = f"{PREFIX}{run_id()}{_worker_char()}z-probe"
-    netns.create(name)
     try:
+        netns.create(name)  # inside the try: an interrupt during create must not leak the namespace
         with IPRoute(netns=name) as ipr:
             for i, (feature, spec) in enumerate(_PROBES.items()):
                 spec = dict(spec)
