@@ -34,6 +34,7 @@ from harness.errors import BackendUnavailable, KernelError
 from harness.plan import (
     FEATURES,
     AddAddress,
+    AddBridgeVlan,
     AddLink,
     AddRoute,
     CreateNode,
@@ -181,6 +182,9 @@ class NetnsSession:
             self._delete_node(op.node)
         elif isinstance(op, AddLink):
             self._add_link(op)
+        elif isinstance(op, AddBridgeVlan):
+            idx = self._index(op.node, op.dev, op)
+            self._ipr(op.node).vlan_filter("add", index=idx, vlan_info={"vid": op.vid})
         elif isinstance(op, MoveLink):
             ipr = self._ipr(op.node)
             idx = self._index(op.node, op.name, op)
@@ -260,6 +264,8 @@ class NetnsSession:
                 spec["ipvlan_flags"] = IPVLAN_FLAGS[op.flag]
         elif op.kind == "vlan":
             spec["vlan_id"] = op.vlan_id
+        if op.vlan_filtering:
+            spec["br_vlan_filtering"] = 1
         ipr.link("add", **spec)
         self.stack.callback(self._undo_link, op.node, op.name)
 
@@ -403,11 +409,32 @@ def probe_capabilities() -> dict[str, Capability]:
                     else:
                         detail = f"creating a {feature} test link failed: {os.strerror(exc.code)}"
                     caps[feature] = Capability(feature, False, detail)
+            caps["bridge_vlan_filtering"] = _probe_vlan_filtering(ipr)
         has_v6 = os.path.exists("/proc/sys/net/ipv6")
         caps["ipv6"] = Capability("ipv6", has_v6, "" if has_v6 else f"kernel lacks {FEATURES['ipv6']}")
     finally:
         _remove_netns(name)
     return caps
+
+
+def _probe_vlan_filtering(ipr: IPRoute) -> Capability:
+    """A VLAN-aware bridge with one trunk port carrying VLAN 42; read back what the kernel kept."""
+    feature = "bridge_vlan_filtering"
+    try:
+        ipr.link("add", ifname="vfbr", kind="bridge", br_vlan_filtering=1)
+        ipr.link("add", ifname="vfport", kind="veth", peer="vfpeer")
+        port = ipr.link_lookup(ifname="vfport")[0]
+        ipr.link("set", index=port, master=ipr.link_lookup(ifname="vfbr")[0])
+        ipr.vlan_filter("add", index=port, vlan_info={"vid": 42})
+        bridge = ipr.get_links(ipr.link_lookup(ifname="vfbr")[0])[0]
+        data = (bridge.get_attr("IFLA_LINKINFO") or {}).get_attr("IFLA_INFO_DATA")
+        if data is None or not data.get_attr("IFLA_BR_VLAN_FILTERING"):
+            return Capability(feature, False, f"kernel lacks {FEATURES[feature]}")
+        return Capability(feature, True, "filtered VLAN 42 on a bridge port")
+    except NetlinkError as exc:
+        if exc.code in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
+            return Capability(feature, False, f"kernel lacks {FEATURES[feature]}")
+        return Capability(feature, False, f"probing {feature} failed: {os.strerror(exc.code)}")
 
 
 def clean_leftovers() -> list[str]:

@@ -918,13 +918,15 @@ class BenchRunner:
     def _round_plan(self, names: Sequence[str], index: int) -> tuple[tuple[str, ...], list[str]]:
         """The tests and the topology order of round `index`.
 
-        A fixed-rounds run measures everything every round. An adaptive run does that until it has
-        `full_rounds` quiet full rounds (enough for UDP, latency and the other ratios), then focuses:
+        A fixed-rounds run measures everything every round. An adaptive run does that until the statistics
+        hold `full_rounds` full rounds (enough for UDP, latency and the other ratios), then focuses:
         TCP on the primary pair only, so the time left buys the most rounds of the ratio whose interval
         the target is about (a focus round costs two TCP tests instead of every test on every topology).
         The order still rotates every round."""
         p = self.params
-        full = sum(1 for r in self.rounds if not r.noisy and len(r.order) == len(names) and len(r.tests) == len(p.tests))
+        # full rounds the statistics use: quiet ones, or every one on a machine that never was quiet
+        used = set(self.rounds_in_stats())
+        full = sum(1 for r in self.rounds if r.index in used and len(r.order) == len(names) and len(r.tests) == len(p.tests))
         primary = PRIMARY if all(t in names for t in PRIMARY) else None
         if p.rounds is not None or not p.focus or "tcp" not in p.tests or full < p.full_rounds:
             return p.tests, rotated(names, index)

@@ -23,6 +23,7 @@ FEATURES: dict[str, str] = {
     "vlan": "802.1q VLAN support (CONFIG_VLAN_8021Q)",
     "ipvlan": "ipvlan (CONFIG_IPVLAN)",
     "dummy": "dummy links (CONFIG_DUMMY)",
+    "bridge_vlan_filtering": "bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING)",
     "ipv6": "IPv6 (CONFIG_IPV6)",
 }
 
@@ -51,10 +52,20 @@ class AddLink:
     peer_node: str | None = None  # ... created directly in this node
     # How Docker words a kernel refusal of this create, e.g. "failed to create {name} vlan link: {error}".
     error_format: str | None = None
+    vlan_filtering: bool = False  # bridge: a VLAN-aware switch (ports carry only their VLANs)
 
     @property
     def feature(self) -> str:
-        return self.kind
+        return "bridge_vlan_filtering" if self.vlan_filtering else self.kind
+
+
+@dataclass(frozen=True)
+class AddBridgeVlan:
+    """A VLAN a port of a VLAN-aware bridge carries, tagged (a trunk port)."""
+
+    node: str
+    dev: str
+    vid: int
 
 
 @dataclass(frozen=True)
@@ -106,7 +117,8 @@ class SetSysctl:
     value: str
 
 
-Op = Union[CreateNode, DeleteNode, AddLink, MoveLink, SetLink, DeleteLink, AddAddress, AddRoute, SetSysctl]
+Op = Union[CreateNode, DeleteNode, AddLink, AddBridgeVlan, MoveLink, SetLink, DeleteLink, AddAddress, AddRoute,
+           SetSysctl]
 
 
 @dataclass(frozen=True)
@@ -167,7 +179,11 @@ def render(op: Op) -> list[str]:
             return [f"{head} mode {op.mode}"]
         if op.kind == "ipvlan":
             return [f"{head} mode {op.mode}" + (f" {op.flag}" if op.flag and op.flag != "bridge" else "")]
+        if op.vlan_filtering:
+            return [f"{head} vlan_filtering 1"]
         return [head]
+    if isinstance(op, AddBridgeVlan):
+        return [f"bridge -n {n} vlan add dev {op.dev} vid {op.vid}"]
     if isinstance(op, MoveLink):
         return [f"ip -n {n} link set {op.name} netns {op.to_node}", f"ip -n {op.to_node} link set {op.name} name {op.new_name}"]
     if isinstance(op, SetLink):

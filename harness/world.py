@@ -16,7 +16,17 @@ from dataclasses import dataclass
 
 from harness.driver import DockerEmulator
 from harness.model import HostLinkAdd, IPInterface, NetworkCreate, Scenario
-from harness.plan import AddAddress, AddLink, AddRoute, CreateNode, Op, Plan, SetLink, SetSysctl
+from harness.plan import (
+    AddAddress,
+    AddBridgeVlan,
+    AddLink,
+    AddRoute,
+    CreateNode,
+    Op,
+    Plan,
+    SetLink,
+    SetSysctl,
+)
 from harness.profiles import DEFAULT_PROFILE
 
 SWITCH, ROUTER, HOST = "up", "rt", "host"
@@ -36,6 +46,7 @@ class World:
     router_ports: tuple[RouterPort, ...]
     forwarding: bool
     hairpin: bool
+    vlans: tuple[int, ...] = ()  # VLANs the switch's trunk ports carry
 
     @classmethod
     def of(cls, scenario: Scenario) -> World:
@@ -45,7 +56,10 @@ class World:
         for ra in topo.router_addresses:
             vlan = ra.vlan if ra.vlan is not None else _vlan_for(ra.interface, vlans)
             ports.append(RouterPort(ra.interface, vlan, "eth0" if vlan is None else f"eth0.{vlan}"))
-        return cls(topo.host_parent, topo.host_addresses, tuple(ports), topo.router_forwarding, topo.switch_hairpin)
+        used = {vlan for _, vlan in vlans if vlan is not None} | {p.vlan for p in ports if p.vlan is not None}
+        used |= {s.command.vlan_id for s in scenario.steps if isinstance(s.command, HostLinkAdd)}
+        return cls(topo.host_parent, topo.host_addresses, tuple(ports), topo.router_forwarding, topo.switch_hairpin,
+                   tuple(sorted(used)))
 
     def host_gateway(self, version: int) -> IPInterface | None:
         """The router address the host's own default route uses: one in the host's untagged subnet."""
@@ -61,10 +75,12 @@ class World:
             # The switch is a layer-2 device: no IPv6 of its own (no link-local chatter, no DAD delays).
             SetSysctl(SWITCH, "net.ipv6.conf.all.disable_ipv6", "1"),
             SetSysctl(SWITCH, "net.ipv6.conf.default.disable_ipv6", "1"),
-            AddLink(SWITCH, "br0", "bridge"),
+            # With VLANs in play the switch is VLAN-aware: its ports are trunks carrying exactly the
+            # scenario's VLANs (tagged) plus the untagged default, as a top-of-rack port would.
+            AddLink(SWITCH, "br0", "bridge", vlan_filtering=bool(self.vlans)),
             SetLink(SWITCH, "br0", up=True),
             CreateNode(HOST, "host"),
-            *_switch_port(HOST, self.host_parent, "p-host", hairpin=self.hairpin),
+            *_switch_port(HOST, self.host_parent, "p-host", hairpin=self.hairpin, vlans=self.vlans),
         ]
         ops += [AddAddress(HOST, self.host_parent, str(a)) for a in self.host_addresses]
         for version in (4, 6):
@@ -72,7 +88,7 @@ class World:
             if gw is not None:
                 ops.append(AddRoute(HOST, "default", self.host_parent, gateway=str(gw.ip), family=version))
         if self.router_ports:
-            ops += [CreateNode(ROUTER, "router"), *_switch_port(ROUTER, "eth0", "p-rt", hairpin=False)]
+            ops += [CreateNode(ROUTER, "router"), *_switch_port(ROUTER, "eth0", "p-rt", hairpin=False, vlans=self.vlans)]
             for vlan in sorted({p.vlan for p in self.router_ports if p.vlan is not None}):
                 ops += [AddLink(ROUTER, f"eth0.{vlan}", "vlan", parent="eth0", vlan_id=vlan),
                         SetLink(ROUTER, f"eth0.{vlan}", up=True)]
@@ -83,10 +99,11 @@ class World:
         return tuple(ops)
 
 
-def _switch_port(node: str, name: str, port: str, hairpin: bool) -> list[Op]:
+def _switch_port(node: str, name: str, port: str, hairpin: bool, vlans: tuple[int, ...] = ()) -> list[Op]:
     ops: list[Op] = [
         AddLink(node, name, "veth", peer=port, peer_node=SWITCH),
         SetLink(SWITCH, port, master="br0"),
+        *(AddBridgeVlan(SWITCH, port, vid) for vid in vlans),
     ]
     if hairpin:
         ops.append(SetLink(SWITCH, port, hairpin=True))

@@ -228,7 +228,7 @@ def test_list_shows_the_kernel_features_each_scenario_needs(capsys):
     assert code == 0
     rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.startswith("│")}
     features = {name: row.split("│")[3].strip() for name, row in rows.items()}
-    assert features["macvlan-vlan50"] == "bridge, macvlan, veth, vlan"
+    assert features["macvlan-vlan50"] == "bridge_vlan_filtering, macvlan, veth, vlan"  # a VLAN-aware switch
     assert features["macvlan-bridge"] == "bridge, macvlan, veth"
     assert features["ipvlan-multi-subnet-210"] == "bridge, dummy, ipvlan, veth"
     assert features["macvlan-dummy-parent"] == "bridge, dummy, macvlan, veth"
