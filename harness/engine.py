@@ -101,7 +101,7 @@ class Engine:
     # -- phases ---------------------------------------------------------------------------------------
 
     def _execute(self, scenario: Scenario, session, result: ScenarioResult, marks: dict[str, float]) -> None:
-        world = World.of(scenario)
+        world = World.of(scenario, self.profile)
         self.on_event(scenario.name, "setup")
         for op in world.ops():
             try:

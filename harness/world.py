@@ -11,11 +11,10 @@ trunk port. `compile_plan` runs the `DockerEmulator` over every step, assuming e
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 from harness.driver import DockerEmulator
-from harness.model import HostLinkAdd, IPInterface, NetworkCreate, Scenario
+from harness.model import IPInterface, Scenario
 from harness.plan import (
     AddAddress,
     AddBridgeVlan,
@@ -49,15 +48,14 @@ class World:
     vlans: tuple[int, ...] = ()  # VLANs the switch's trunk ports carry
 
     @classmethod
-    def of(cls, scenario: Scenario) -> World:
+    def of(cls, scenario: Scenario, profile: str = DEFAULT_PROFILE) -> World:
         topo = scenario.topology
-        vlans = subnet_vlans(scenario)
+        vlans = subnet_vlans(scenario, profile)
         ports = []
         for ra in topo.router_addresses:
             vlan = ra.vlan if ra.vlan is not None else _vlan_for(ra.interface, vlans)
             ports.append(RouterPort(ra.interface, vlan, "eth0" if vlan is None else f"eth0.{vlan}"))
         used = {vlan for _, vlan in vlans if vlan is not None} | {p.vlan for p in ports if p.vlan is not None}
-        used |= {s.command.vlan_id for s in scenario.steps if isinstance(s.command, HostLinkAdd)}
         return cls(topo.host_parent, topo.host_addresses, tuple(ports), topo.router_forwarding, topo.switch_hairpin,
                    tuple(sorted(used)))
 
@@ -111,25 +109,22 @@ def _switch_port(node: str, name: str, port: str, hairpin: bool, vlans: tuple[in
     return ops
 
 
-def subnet_vlans(scenario: Scenario) -> list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int | None]]:
-    """Each subnet of each created network with the VLAN its parent implies (eth0.50 -> 50)."""
-    by_hand = {s.command.name: s.command.vlan_id for s in scenario.steps if isinstance(s.command, HostLinkAdd)}
-    out = []
+def subnet_vlans(scenario: Scenario, profile: str = DEFAULT_PROFILE):
+    """Each subnet of each network the scenario really creates, with the VLAN its parent tags.
+
+    The emulator runs over the commands (no kernel involved), so a network Docker refuses never
+    puts its VLAN on the switch, and a hand-made parent (`ip link add ... name foo type vlan id 40`)
+    counts with its own VLAN id.
+    """
+    emulator = DockerEmulator(scenario, profile)
+    seen: dict[str, list] = {}
     for step in scenario.steps:
-        cmd = step.command
-        if not isinstance(cmd, NetworkCreate):
-            continue
-        parent = cmd.option("parent") or ""
-        vlan = by_hand.get(parent)
-        if vlan is None and "." in parent:
-            tail = parent.rsplit(".", 1)[1]
-            vlan = int(tail) if tail.isdigit() else None
-        for subnet in cmd.subnets:
-            try:
-                out.append((ipaddress.ip_network(subnet, strict=False), vlan))
-            except ValueError:
-                continue  # Docker reports the bad subnet when the command runs
-    return out
+        emulator.compile(step)
+        for net in emulator.networks.values():
+            if net.id not in seen:
+                vlan = emulator.vlan_of(net.parent)
+                seen[net.id] = [(pool.subnet, vlan) for pool in net.pools]
+    return [entry for entries in seen.values() for entry in entries]
 
 
 def _vlan_for(interface: IPInterface, vlans) -> int | None:
@@ -143,4 +138,4 @@ def compile_plan(scenario: Scenario, profile: str = DEFAULT_PROFILE) -> tuple[Pl
     """Every step compiled in order, each assumed to succeed on the kernel (what `harness plan` shows)."""
     emulator = DockerEmulator(scenario, profile)
     steps = tuple(emulator.compile(step) for step in scenario.steps)
-    return Plan(scenario.name, emulator.profile.name, World.of(scenario).ops(), steps), emulator
+    return Plan(scenario.name, emulator.profile.name, World.of(scenario, profile).ops(), steps), emulator
