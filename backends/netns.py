@@ -117,6 +117,13 @@ def _in_namespace(name: str, fn):
     return box.get("value")
 
 
+def _setns_or_fail(fd: int) -> None:
+    """In a forked child, before exec: enter the network namespace open on fd."""
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns into the node's network namespace: {os.strerror(err)}")
+
+
 def _write_sysctl(key: str, value: str) -> None:
     with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
         f.write(value)
@@ -305,11 +312,20 @@ class NetnsSession:
 
     # -- commands -------------------------------------------------------------------------------------
 
-    def _argv(self, node: str, argv: Sequence[str]) -> list[str]:
+    def _popen(self, node: str, argv: Sequence[str]) -> subprocess.Popen:
+        """Start argv inside the node's namespace with a single exec (every exec is slow under TCG)."""
+        phys = self.physical_name(node)
+        options = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                       start_new_session=True)
         if argv and argv[0] == "ip":
-            # iproute2 enters the namespace itself: one exec instead of two (slow under TCG in the VM).
-            return ["ip", "-n", self.physical_name(node), *argv[1:]]
-        return ["nsenter", f"--net={os.path.join(NETNS_DIR, self.physical_name(node))}", "--", *argv]
+            return subprocess.Popen(["ip", "-n", phys, *argv[1:]], **options)  # iproute2 enters it itself
+        fd = os.open(os.path.join(NETNS_DIR, phys), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            # The child enters the namespace between fork and exec: what `nsenter --net=` does, minus
+            # the extra exec of nsenter itself.
+            return subprocess.Popen(list(argv), pass_fds=(fd,), preexec_fn=lambda: _setns_or_fail(fd), **options)
+        finally:
+            os.close(fd)
 
     def run(self, node: str, argv: Sequence[str], timeout: float = 10.0) -> CommandResult:
         return self.run_many([(node, argv)], timeout)[0]
@@ -319,8 +335,7 @@ class NetnsSession:
         started = []
         for node, argv in jobs:
             start = time.time()
-            proc = subprocess.Popen(self._argv(node, argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+            proc = self._popen(node, argv)
             started.append((node, tuple(argv), proc, start))
         deadline = time.monotonic() + timeout
         results = []
@@ -338,8 +353,7 @@ class NetnsSession:
 
     @contextmanager
     def spawn(self, node: str, argv: Sequence[str]) -> Iterator[_Proc]:
-        proc = subprocess.Popen(self._argv(node, argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+        proc = self._popen(node, argv)
         handle = _Proc(proc.pid, proc)
         try:
             yield handle
