@@ -22,7 +22,7 @@ from harness.model import is_ip_address
 # so it is short, and all probes run at once: the matrix costs about one window, not one per pair.
 REACH_DEADLINE = 3
 PING_INTERVAL = 0.05
-ISOLATION_PACKETS = 3
+ISOLATION_PACKETS = 2
 ISOLATION_WAIT = 0.2
 # ping exits 2 for these: the source has no route at all, which is isolation, not a broken probe.
 NO_ROUTE = ("Network is unreachable", "No route to host", "Cannot assign requested address")
