@@ -11,7 +11,7 @@ the kernel refuses one), runs an argv inside a node (`run`, `run_many` concurren
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -117,16 +117,6 @@ def get_backend(name: str, **options) -> Backend:
     module_name, _, cls_name = target.partition(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
     return cls(**options)
-
-
-def missing_features(backend: Backend, needed: Sequence[str]) -> list[Capability]:
-    caps = backend.capabilities()
-    return [caps.get(f, Capability(f, False, "not probed")) for f in needed if not caps.get(f, Capability(f, False)).available]
-
-
-def iter_backends(factory: Callable[[str], Backend] = get_backend) -> Iterator[Backend]:
-    for name in backend_names():
-        yield factory(name)
 
 
 # -- batch backends (vm, vagrant): scenario files go in, the guest's JSON records come back ---------------

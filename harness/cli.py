@@ -60,15 +60,12 @@ class BackendChooser:
     def choose(self, scenario: Scenario):
         if self.name != "auto":
             return self.backend(self.name)
-        reasons = []
         candidates = [n for n in AUTO_ORDER if n in backend_names()]
         for name in candidates:
             backend = self.backend(name)
-            reason = skip_reason(backend, scenario, self.profile)
-            if reason is None:
+            if skip_reason(backend, scenario, self.profile) is None:
                 return backend
-            reasons.append(reason)
-        return self.backend(candidates[0])
+        return self.backend(candidates[0])  # none can: the first one's skip reason is reported
 
 
 def _vm_options(args) -> dict:

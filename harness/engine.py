@@ -31,7 +31,7 @@ from harness.oracle import HOST, Oracle
 from harness.plan import FEATURES, AddLink, CompiledStep, Op, inverse, render
 from harness.profiles import DEFAULT_PROFILE
 from harness.results import ERROR, FAIL, PASS, SKIP, Check, ScenarioResult, StepRecord
-from harness.world import ROUTER, SWITCH, World, compile_plan
+from harness.world import World, compile_plan
 
 
 def skip_reason(backend, scenario: Scenario, profile: str = DEFAULT_PROFILE) -> str | None:
@@ -198,6 +198,3 @@ class Engine:
         result.checks += judge.state_checks()
         result.checks += judge.model_checks()
 
-
-# Nodes the world always has, for backends that want to know.
-WORLD_NODES = (SWITCH, ROUTER, HOST)

@@ -89,37 +89,21 @@ class ScenarioFile(pytest.File):
             scenario = load_scenario(self.path)
         except ScenarioError as exc:
             raise self.CollectError(str(exc)) from None
-        backend_name = self.config.getoption("--backend")
         profile = self.config.getoption("--harness-profile")
-        backend = _choose(backend_name, scenario, profile)
+        backend = _chooser(self.config).choose(scenario)
         yield ScenarioItem.from_parent(self, name=f"scenario[{backend.name}]", scenario=scenario,
                                        backend=backend, profile=profile)
 
 
-_BACKENDS: dict[str, object] = {}
+def _chooser(config: pytest.Config):
+    """One BackendChooser per run (it caches backends and their capability probes)."""
+    chooser = getattr(config, "_harness_chooser", None)
+    if chooser is None:
+        from harness.cli import BackendChooser
 
-
-def _backend(name: str):
-    from backends.base import get_backend
-
-    if name not in _BACKENDS:
-        _BACKENDS[name] = get_backend(name)
-    return _BACKENDS[name]
-
-
-def _choose(name: str, scenario, profile: str):
-    if name != "auto":
-        return _backend(name)
-    from backends.base import backend_names
-    from harness.cli import AUTO_ORDER
-    from harness.engine import skip_reason
-
-    candidates = [n for n in AUTO_ORDER if n in backend_names()]
-    for candidate in candidates:
-        backend = _backend(candidate)
-        if skip_reason(backend, scenario, profile) is None:
-            return backend
-    return _backend(candidates[0])
+        chooser = config._harness_chooser = BackendChooser(config.getoption("--backend"),
+                                                           config.getoption("--harness-profile"))
+    return chooser
 
 
 class ScenarioFailed(Exception):
