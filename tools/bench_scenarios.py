@@ -95,7 +95,10 @@ def main() -> int:
         from backends.vmimage import default_cache_dir
 
         images = default_cache_dir() / "images"
-        harness_vm = [sys.executable, "-m", "harness", "run", "--backend", "vm", "-q", "--json", "/tmp/hx-vm-bench.json"]
+        import tempfile
+
+        results_json = Path(tempfile.mkdtemp(prefix="hxbench-")) / "vm.json"
+        harness_vm = [sys.executable, "-m", "harness", "run", "--backend", "vm", "-q", "--json", str(results_json)]
         vm_scenarios = [str(s.path) for s in load_all([ROOT / "scenarios"])
                         if skip_reason(NetnsBackend(), s) is not None]
         shutil.rmtree(images, ignore_errors=True)
@@ -103,7 +106,8 @@ def main() -> int:
         warm = [timed([*harness_vm, *vm_scenarios]) for _ in range(args.suites)]
         import json
 
-        records = json.loads(Path("/tmp/hx-vm-bench.json").read_text())
+        records = json.loads(results_json.read_text())
+        shutil.rmtree(results_json.parent, ignore_errors=True)
         boot = records[0]["durations"].get("vm_boot", float("nan"))
         inside = [sum(r["durations"].get(k, 0) for k in ("setup", "checks", "teardown")) for r in records]
         print()
