@@ -97,15 +97,20 @@ class VMBackend:
         if reason:
             return {f: Capability(f, False, reason) for f in FEATURES}
         path = self.cache_dir() / f"capabilities-{self.bundle().release}-{_code_key()}.json"
-        if not path.is_file():
-            from backends.qemu import run_in_guest
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # pytest-xdist workers collect at the same time: one probes, the others wait and read.
+        with FileLock(str(path) + ".lock"):
+            if not path.is_file():
+                from backends.qemu import run_in_guest
 
-            result = run_in_guest(["python3", "-m", "harness", "capabilities", "--json"], self.bundle(),
-                                  self.image(), timeout=BOOT_AND_IMPORT_ALLOWANCE, env=_guest_env())
-            if result.exit_code != 0:
-                raise BackendUnavailable(f"probing the guest kernel failed: {result.stderr.strip() or result.console_tail}")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(result.stdout)
+                result = run_in_guest(["python3", "-m", "harness", "capabilities", "--json"], self.bundle(),
+                                      self.image(), timeout=BOOT_AND_IMPORT_ALLOWANCE, env=_guest_env())
+                if result.exit_code != 0:
+                    raise BackendUnavailable(
+                        f"probing the guest kernel failed: {result.stderr.strip() or result.console_tail}")
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(result.stdout)
+                tmp.replace(path)
         data = json.loads(path.read_text())
         self._caps = {f: Capability(f, bool(v["available"]), v.get("detail", "")) for f, v in data.items()}
         return self._caps
