@@ -109,7 +109,6 @@ class Engine:
             except KernelError as exc:
                 raise HarnessError(f"building the emulated network failed: {format_kernel_error(op, exc)}") from None
         emulator = DockerEmulator(scenario, self.profile)
-        transient_checks: list[tuple[CompiledStep, PingJob]] = []
         for step in scenario.steps:
             compiled, error = self._step(emulator, session, step)
             result.steps.append(StepRecord(step.index, step.text, error, step.expect_error))
@@ -117,7 +116,6 @@ class Engine:
             if compiled.check is not None and error is None:
                 check = compiled.check
                 job = PingJob(check.src, check.dst, True, check.family)
-                transient_checks.append((compiled, job))
                 # The transient container pings now, while it exists, then is removed.
                 res = ping_many(session, [job])[0] if getattr(session, "observes", True) else None
                 for op in compiled.cleanup:
@@ -155,9 +153,11 @@ class Engine:
                         except KernelError:
                             pass  # already gone with its namespace
                 emulator.restore(snapshot)
+                message = format_kernel_error(op, exc)
                 if not isinstance(op, AddLink) or op.error_format is None:
-                    raise HarnessError(f"command {step.index} `{step.text}`: {format_kernel_error(op, exc)}") from None
-                return CompiledStep(step, error=format_kernel_error(op, exc)), format_kernel_error(op, exc)
+                    # Not a refusal Docker would report (a harness or environment problem): an error.
+                    raise HarnessError(f"command {step.index} `{step.text}`: {message}") from None
+                return CompiledStep(step, error=message), message
         return compiled, compiled.error
 
     @staticmethod
