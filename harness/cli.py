@@ -58,14 +58,22 @@ class BackendChooser:
         return self._backends[name]
 
     def choose(self, scenario: Scenario):
+        return self.explain(scenario)[0]
+
+    def explain(self, scenario: Scenario):
+        """(backend, why): the backend for this scenario and, in words, why not the ones before it."""
         if self.name != "auto":
-            return self.backend(self.name)
+            return self.backend(self.name), f"--backend {self.name}"
         candidates = [n for n in AUTO_ORDER if n in backend_names()]
+        passed_over = []
         for name in candidates:
             backend = self.backend(name)
-            if skip_reason(backend, scenario, self.profile) is None:
-                return backend
-        return self.backend(candidates[0])  # none can: the first one's skip reason is reported
+            reason = skip_reason(backend, scenario, self.profile)
+            if reason is None:
+                why = "; ".join(passed_over) or f"{name} has every kernel feature it needs"
+                return backend, why
+            passed_over.append(f"not {name}: {reason}")
+        return self.backend(candidates[0]), "; ".join(passed_over)  # none can: reported as a skip
 
 
 def _vm_options(args) -> dict:
@@ -253,9 +261,9 @@ def cmd_doctor(args) -> int:
         chooser = BackendChooser("auto", args.profile)
         t2 = Table("scenario", "auto picks", "why", title="backend per scenario (auto)")
         for s in scenarios:
-            backend = chooser.choose(s)
-            reason = skip_reason(backend, s, args.profile)
-            t2.add_row(s.name, backend.name if reason is None else "skip", reason or "kernel has every feature it needs")
+            backend, why = chooser.explain(s)
+            runnable = skip_reason(backend, s, args.profile) is None
+            t2.add_row(s.name, backend.name if runnable else "skip", why)
         console.print(t2)
     return 0
 
