@@ -19,6 +19,7 @@ import re
 import secrets
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -51,6 +52,7 @@ if len(_ipvlan_plugin.ipvlan.nla_map) == 2:
     _ipvlan_plugin.ipvlan.nla_map = (*_ipvlan_plugin.ipvlan.nla_map, ("IFLA_IPVLAN_FLAGS", "uint16"))
 
 NETNS_DIR = "/run/netns"
+OWNERS_DIR = "/run/harness"  # <prefix>.pid: which live process owns the namespaces of a prefix
 PREFIX = "hx"
 LEFTOVER = re.compile(r"^hx[0-9a-f]{4}[0-9a-z]{2}-")
 IFA_F_NODAD = 0x02
@@ -131,14 +133,27 @@ def _write_sysctl(key: str, value: str) -> None:
 
 @dataclass
 class _Proc:
+    """A background process; its output goes to files, so a chatty server never blocks on a full pipe."""
+
     pid: int
     popen: subprocess.Popen
-    _out: tuple[str, str] | None = None
+    stdout_path: str
+    stderr_path: str
+    final: tuple[str, str] | None = None  # kept when the files go, at the end of the spawn block
 
     def output(self) -> tuple[str, str]:
-        if self._out is None:
-            return ("", "")
-        return self._out
+        """What it printed so far (complete once the spawn block has exited)."""
+        if self.final is not None:
+            return self.final
+        return _read_text(self.stdout_path), _read_text(self.stderr_path)
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
 
 
 @dataclass
@@ -281,6 +296,8 @@ class NetnsSession:
         idx = self._index(op.node, op.name, op)
         if op.mac:
             ipr.link("set", index=idx, address=op.mac)
+        if op.mtu:
+            ipr.link("set", index=idx, mtu=op.mtu)
         if op.master:
             ipr.link("set", index=idx, master=self._index(op.node, op.master, op))
         if op.hairpin is not None:
@@ -312,11 +329,10 @@ class NetnsSession:
 
     # -- commands -------------------------------------------------------------------------------------
 
-    def _popen(self, node: str, argv: Sequence[str]) -> subprocess.Popen:
+    def _popen(self, node: str, argv: Sequence[str], stdout=subprocess.PIPE, stderr=subprocess.PIPE) -> subprocess.Popen:
         """Start argv inside the node's namespace with a single exec (every exec is slow under TCG)."""
         phys = self.physical_name(node)
-        options = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
-                       start_new_session=True)
+        options = dict(stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, text=True, start_new_session=True)
         if argv and argv[0] == "ip":
             return subprocess.Popen(["ip", "-n", phys, *argv[1:]], **options)  # iproute2 enters it itself
         fd = os.open(os.path.join(NETNS_DIR, phys), os.O_RDONLY | os.O_CLOEXEC)
@@ -353,13 +369,16 @@ class NetnsSession:
 
     @contextmanager
     def spawn(self, node: str, argv: Sequence[str]) -> Iterator[_Proc]:
-        proc = self._popen(node, argv)
-        handle = _Proc(proc.pid, proc)
-        try:
-            yield handle
-        finally:
-            _kill(proc, gentle=True)
-            handle._out = proc.communicate()
+        with tempfile.TemporaryDirectory(prefix="hxspawn-") as tmp:
+            out_path, err_path = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
+            with open(out_path, "w") as out, open(err_path, "w") as err:
+                proc = self._popen(node, argv, stdout=out, stderr=err)
+            handle = _Proc(proc.pid, proc, out_path, err_path)
+            try:
+                yield handle
+            finally:
+                _kill(proc, gentle=True)
+                handle.final = handle.output()
 
 
 def _kill(proc: subprocess.Popen, gentle: bool = False) -> None:
@@ -375,6 +394,32 @@ def _kill(proc: subprocess.Popen, gentle: bool = False) -> None:
             pass
     proc.kill()
     proc.wait()
+
+
+def _claim(prefix: str) -> None:
+    """Record this process as the owner of `prefix`'s namespaces, so `harness clean` leaves them alone."""
+    os.makedirs(OWNERS_DIR, exist_ok=True)
+    with open(os.path.join(OWNERS_DIR, f"{prefix}.pid"), "w") as f:
+        f.write(str(os.getpid()))
+
+
+def _release(prefix: str) -> None:
+    try:
+        os.unlink(os.path.join(OWNERS_DIR, f"{prefix}.pid"))
+    except FileNotFoundError:
+        pass
+
+
+def _owner_alive(prefix: str) -> int | None:
+    """The PID of the live process that owns `prefix`, or None (no marker, or its process is gone)."""
+    try:
+        with open(os.path.join(OWNERS_DIR, f"{prefix}.pid")) as f:
+            pid = int(f.read().strip() or 0)
+    except (FileNotFoundError, ValueError):
+        return None
+    if pid <= 0 or not os.path.exists(f"/proc/{pid}"):
+        return None
+    return pid
 
 
 def _remove_netns(name: str) -> None:
@@ -402,7 +447,9 @@ _PROBES: dict[str, dict] = {
 def probe_capabilities() -> dict[str, Capability]:
     """Create one link of each kind in a throwaway namespace; what the kernel refuses is missing."""
     caps: dict[str, Capability] = {}
-    name = f"{PREFIX}{run_id()}{_worker_char()}z-probe"
+    prefix = f"{PREFIX}{run_id()}{_worker_char()}z"
+    name = f"{prefix}-probe"
+    _claim(prefix)
     try:
         netns.create(name)  # inside the try: an interrupt during create must not leak the namespace
         with IPRoute(netns=name) as ipr:
@@ -428,6 +475,7 @@ def probe_capabilities() -> dict[str, Capability]:
         caps["ipv6"] = Capability("ipv6", has_v6, "" if has_v6 else f"kernel lacks {FEATURES['ipv6']}")
     finally:
         _remove_netns(name)
+        _release(prefix)
     return caps
 
 
@@ -451,14 +499,24 @@ def _probe_vlan_filtering(ipr: IPRoute) -> Capability:
         return Capability(feature, False, f"probing {feature} failed: {os.strerror(exc.code)}")
 
 
-def clean_leftovers() -> list[str]:
-    """Remove namespaces a killed run left behind, by the harness prefix only."""
-    removed = []
+def clean_leftovers() -> tuple[list[str], list[str]]:
+    """Remove namespaces a killed run left behind, by the harness prefix only.
+
+    Namespaces whose owner (see `_claim`) is still running belong to a live run (another shell, a
+    pytest-xdist worker) and are kept. Returns (removed, kept).
+    """
+    removed, kept = [], []
     for name in sorted(os.listdir(NETNS_DIR)) if os.path.isdir(NETNS_DIR) else []:
-        if LEFTOVER.match(name):
-            _remove_netns(name)
-            removed.append(name)
-    return removed
+        if not LEFTOVER.match(name):
+            continue
+        prefix = name.split("-", 1)[0]
+        if _owner_alive(prefix) is not None:
+            kept.append(name)
+            continue
+        _remove_netns(name)
+        _release(prefix)
+        removed.append(name)
+    return removed, kept
 
 
 class NetnsBackend:
@@ -489,6 +547,8 @@ class NetnsBackend:
         os.makedirs(NETNS_DIR, exist_ok=True)
         with ExitStack() as stack:
             session = NetnsSession(prefix=_next_prefix(), stack=stack)
+            _claim(session.prefix)
+            stack.callback(_release, session.prefix)
             try:
                 yield session
             finally:

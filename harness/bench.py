@@ -8,9 +8,11 @@ port). `TcpResult`, `UdpResult` and `RrResult` are one parsed iperf3 / request-r
 `Sample` ties one to its round and topology. `BenchRunner` builds every topology in its own session, keeps
 one iperf3 server and one request/response server per topology running, and runs rounds: every test on
 every topology, the order rotated each round, so that ratios are taken between measurements seconds
-apart. It stops adaptively (`harness.stats.StopRule`) when the macvlan/bridge interval is narrow enough or
-the time budget is spent, and `build_document` turns everything into the results JSON described by
-`docs/bench-schema.json`.
+apart. Before each round it measures the idle machine (/proc/stat) and waits a little for somebody else's
+load to pass; a round that was noisy anyway is flagged, left out of the statistics and replaced. An
+adaptive run, once it has a few full rounds, focuses on TCP macvlan/bridge and stops
+(`harness.stats.StopRule`) when that ratio's interval is narrow enough or the time budget is spent.
+`build_document` turns everything into the results JSON described by `docs/bench-schema.json`.
 
 `add_arguments(parser)` and `main(args)` are the `harness bench` command.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import platform
 import shutil
@@ -92,10 +95,12 @@ class BenchParams:
     rr_warmup: int = 200
     rr_size: int = 1
     rr_pin: bool = True  # client and server of the probe on one CPU: measures the path, not IPI wake-ups
-    rounds: int | None = None  # fixed number of good rounds; None = adaptive
+    rounds: int | None = None  # fixed number of quiet rounds; None = adaptive
     min_rounds: int = 5
     max_rounds: int = 200
-    full_rounds: int = 3  # adaptive: quiet rounds of every test on every topology before focusing
+    # adaptive: full rounds (every test, every topology) before focusing; as many as `harness report`
+    # needs to judge a metric by disjoint intervals, so no metric of a default run is judged on too few
+    full_rounds: int = 5
     focus: bool = True  # adaptive: after full_rounds, only TCP on the primary pair (macvlan, bridge)
     budget: float | None = 120.0
     target: float = 0.03
@@ -946,6 +951,8 @@ class BenchRunner:
             quiet = sum(not r.noisy for r in self.rounds)
             reason = rule.decide(quiet, len(self.rounds), half, self.clock() - t_start, estimate)
             if reason:
+                if reason.startswith("time budget"):
+                    reason += self._what_target_needs(primary, rule, quiet, half, estimate)
                 self.stop_reason = reason
                 return
             before, waited = self._wait_for_quiet(rule, t_start, estimate)
@@ -972,6 +979,19 @@ class BenchRunner:
             index += 1
             self.progress.advance(len(self.rounds_in_stats()) if p.rounds is not None else self.clock() - t_start,
                                   self._status(primary, record))
+
+    def _what_target_needs(self, primary: str | None, rule: StopRule, quiet: int, half: float | None,
+                           round_seconds: float) -> str:
+        """When the budget ran out first: how much scatter the ratio showed and what the target would take."""
+        if rule.rounds is not None or rule.reached(quiet, half) or not primary or not round_seconds:
+            return ""
+        stat = next((m for m in self.current_stats() if m.id == primary), None)
+        if not stat or not stat.summary.cv or stat.summary.n < 3:
+            return ""
+        # The median's standard error is ~1.25 sigma/sqrt(n) for roughly normal scatter; z = 1.96 for 95 %.
+        needed = math.ceil((1.96 * 1.2533 * stat.summary.cv / rule.target) ** 2)
+        return (f"; per-round scatter of {primary} is {stat.summary.cv:.1%} (CV), so ±{rule.target:.0%} needs about "
+                f"{needed} rounds (~{needed * round_seconds:.0f} s at {round_seconds:.0f} s per round)")
 
     def _half_width(self, primary: str | None) -> float | None:
         if not primary:
@@ -1080,11 +1100,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="FILE", help="write the results here (default results/bench-<time>.json)")
     parser.add_argument("--save-baseline", metavar="PATH", help="also save the results as a baseline (e.g. bench/baselines/NAME.json)")
     parser.add_argument("--quick", action="store_true", help="two short rounds (well under 30 s), for CI")
-    parser.add_argument("--rounds", type=int, metavar="N", help="exactly N good rounds instead of the adaptive stop")
+    parser.add_argument("--rounds", type=int, metavar="N", help="exactly N quiet rounds (noisy ones replaced, up to 5) instead of the adaptive stop")
     parser.add_argument("--duration", type=int, metavar="S", help=f"seconds per TCP test after the omitted ones (default {d.duration})")
     parser.add_argument("--omit", type=int, metavar="S", help=f"leading seconds iperf3 omits (-O; default {d.omit})")
     parser.add_argument("--streams", type=int, metavar="N", help=f"parallel TCP streams (-P; default {d.streams})")
-    parser.add_argument("--mtu", type=int, metavar="N", help=f"MTU (default {d.mtu})")
+    parser.add_argument("--mtu", type=int, metavar="N",
+                        help=f"MTU (default {d.mtu}); below 1500 it is emulated by clamping the TCP MSS and UDP "
+                             f"datagram size while the plan cannot set a link MTU")
     parser.add_argument("--udp-rate", metavar="RATE", help=f"UDP sending rate, iperf3 -b syntax (default {d.udp_rate})")
     parser.add_argument("--udp-duration", type=int, metavar="S", help=f"seconds per UDP test (default {d.udp_duration})")
     parser.add_argument("--rr-count", type=int, metavar="N", help=f"timed request/response transactions per test (default {d.rr_count})")
@@ -1168,6 +1190,7 @@ def summary_table(doc: Mapping):
 
 def main(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape  # reasons and metric ids contain [brackets] rich would take for markup
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
@@ -1180,7 +1203,7 @@ def main(args: argparse.Namespace) -> int:
         runner.run()
         doc = runner.document(started, time.time())
     except (BenchUnavailable, BackendUnavailable) as exc:
-        err.print(f"[red]bench unavailable[/red]: {exc}", markup=True, highlight=False)
+        err.print(f"[red]bench unavailable[/red]: {escape(str(exc))}")
         return 2
     except HarnessError as exc:
         err.print("[red]bench failed[/red]: ", end="", markup=True)
@@ -1201,14 +1224,14 @@ def main(args: argparse.Namespace) -> int:
         hw = doc["stop"]["half_width_pct"]
         out_console.print(f"[yellow]target not reached[/yellow]: macvlan/bridge half-width "
                           f"{'unknown' if hw is None else f'{hw:.1f} %'} (target {doc['stop']['target_pct']:.0f} %); "
-                          f"{doc['stop']['reason']}")
+                          f"{escape(doc['stop']['reason'])}")
     noisy = [r["index"] + 1 for r in doc["rounds"] if r["noisy"]]
     if doc["stats"]["includes_noisy"]:
         out_console.print(f"[yellow]the machine stayed busy[/yellow]: the statistics include noisy rounds "
-                          f"{', '.join(map(str, noisy))} (see rounds[].noise_reasons)")
+                          f"{', '.join(map(str, noisy))} (see rounds\\[].noise_reasons)")
     elif noisy:
         out_console.print(f"noisy rounds left out of the statistics and replaced: {', '.join(map(str, noisy))}")
-    out_console.print(f"results: {out}")
+    out_console.print(f"results: {out}", markup=False)
     if getattr(args, "save_baseline", None):
-        out_console.print(f"baseline: {write_document(doc, args.save_baseline)}")
+        out_console.print(f"baseline: {write_document(doc, args.save_baseline)}", markup=False)
     return 0

@@ -279,8 +279,11 @@ def cmd_capabilities(args) -> int:
 def cmd_clean(args) -> int:
     from backends.netns import clean_leftovers
 
-    removed = clean_leftovers()
-    _console().print(f"removed {len(removed)} leftover namespaces" + (f": {', '.join(removed)}" if removed else ""))
+    removed, kept = clean_leftovers()
+    console = _console()
+    console.print(f"removed {len(removed)} leftover namespaces" + (f": {', '.join(removed)}" if removed else ""))
+    if kept:
+        console.print(f"kept {len(kept)} namespaces of runs still in progress: {', '.join(kept)}")
     return 0
 
 

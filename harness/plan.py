@@ -84,6 +84,7 @@ class SetLink:
     mac: str | None = None
     master: str | None = None
     hairpin: bool | None = None
+    mtu: int | None = None
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,8 @@ def render(op: Op) -> list[str]:
         out = []
         if op.mac:
             out.append(f"ip -n {n} link set {op.name} address {op.mac}")
+        if op.mtu:
+            out.append(f"ip -n {n} link set {op.name} mtu {op.mtu}")
         if op.master:
             out.append(f"ip -n {n} link set {op.name} master {op.master}")
         if op.hairpin is not None:

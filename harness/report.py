@@ -5,9 +5,10 @@ wrong with it). `Tolerances` holds the explicit limits: relative for ratios (whi
 machine), a wider relative one for absolute throughput and latency (which drift ~18 % over minutes on a
 noisy VM), and percentage points for UDP loss. `compare` turns two documents into `Comparison`s, one per
 metric id: baseline and current medians with their bootstrap intervals, the change, whether it lies
-outside the baseline's interval and beyond the tolerance, and a verdict. A change is a *regression* only
-when it goes the worse way, exceeds its tolerance and the current median lies outside the baseline's
-95 % interval (the interval alone would flag harmless drift, the tolerance alone mere noise).
+outside the noise and beyond the tolerance, and a verdict. A change is a *regression* only when it goes
+the worse way, exceeds its tolerance and is outside the noise: the two 95 % intervals are disjoint when
+both runs have `min_n` rounds of the metric, else (a quick run) the current median lies outside the
+baseline's interval (the interval alone would flag harmless drift, the tolerance alone mere noise).
 `render_markdown` is the CI-log summary; `render_html` a self-contained page with matplotlib plots (Agg
 backend, PNGs embedded as base64) of per-round samples, ratio intervals and latency distributions.
 
@@ -75,6 +76,7 @@ class Tolerances:
     ratio: float = 0.05  # relative; within-round ratios hardly drift, so 5 % is a real change
     absolute: float = 0.20  # relative; raw Gbit/s and microseconds drift ~18 % over minutes on a noisy VM
     points: float = 1.0  # percentage points of UDP loss
+    min_n: int = 5  # rounds on both sides before disjoint intervals judge (the strong test)
 
     def for_gate(self, gate: str | None) -> float | None:
         return {"ratio": self.ratio, "absolute": self.absolute, "points": self.points}.get(gate or "")
@@ -96,6 +98,7 @@ class Comparison:
     tolerance: float | None
     beyond_tolerance: bool | None
     verdict: str
+    few_rounds: bool = False  # judged by the weaker interval check: fewer than min_n rounds on a side
 
     @property
     def change_text(self) -> str:
@@ -109,7 +112,8 @@ class Comparison:
         return {"id": self.id, "kind": self.kind, "unit": self.unit, "better": self.better, "gate": self.gate,
                 "baseline": self.baseline, "baseline_ci": list(self.baseline_ci), "current": self.current,
                 "current_ci": list(self.current_ci), "change": self.change, "outside_ci": self.outside_ci,
-                "tolerance": self.tolerance, "beyond_tolerance": self.beyond_tolerance, "verdict": self.verdict}
+                "tolerance": self.tolerance, "beyond_tolerance": self.beyond_tolerance, "verdict": self.verdict,
+                "few_rounds": self.few_rounds}
 
 
 def _outside(value: float, low: float | None, high: float | None) -> bool | None:
@@ -136,12 +140,19 @@ def judge(metric_base: Mapping | None, metric_cur: Mapping | None, tolerances: T
         change = cur - base
     else:
         change = (cur - base) / abs(base) if base else (0.0 if cur == base else None)
-    # Outside the interval: the current median lies outside the baseline's 95 % interval (or, when the
-    # baseline has none, the baseline median outside the current one's); with no interval on either side
-    # (single rounds) nothing can be said and the tolerance alone judges.
-    outside = _outside(cur, *bci)
-    if outside is None:
-        outside = _outside(base, *cci)
+    # Is the change more than noise? With enough rounds on both sides: the two 95 % intervals are
+    # disjoint (roughly a two-sample test well below the 5 % level, so a report over dozens of metrics
+    # does not cry wolf between two runs of the same code). With fewer rounds (a quick run) no test can
+    # show much; then the weaker check the tolerance leans on: the current median lies outside the
+    # baseline's interval. With no interval at all (single rounds) the tolerance alone judges.
+    n_base, n_cur = metric_base.get("n", 0), metric_cur.get("n", 0)
+    strong = min(n_base, n_cur) >= tolerances.min_n and None not in (*bci, *cci)
+    if strong:
+        outside = bci[1] < cci[0] or cci[1] < bci[0]  # type: ignore[operator]
+    else:
+        outside = _outside(cur, *bci)
+        if outside is None:
+            outside = _outside(base, *cci)
     beyond = None if tol is None or change is None else abs(change) > tol
     verdict = INFO
     if m.get("better") and change is not None:
@@ -149,7 +160,8 @@ def judge(metric_base: Mapping | None, metric_cur: Mapping | None, tolerances: T
         if beyond and outside is not False and change != 0:
             worse = change < 0 if m["better"] == "higher" else change > 0
             verdict = REGRESSION if worse else IMPROVEMENT
-    return Comparison(**common, change=change, outside_ci=outside, beyond_tolerance=beyond, verdict=verdict)
+    return Comparison(**common, change=change, outside_ci=outside, beyond_tolerance=beyond, verdict=verdict,
+                      few_rounds=not strong)
 
 
 _KIND_ORDER = {"ratio": 0, "topology": 1}
@@ -227,8 +239,8 @@ def _ci(ci: tuple[float | None, float | None]) -> str:
     return "" if lo is None or hi is None else f" [{_fmt(lo)}, {_fmt(hi)}]"
 
 
-def _flag(v: bool | None) -> str:
-    return "–" if v is None else ("yes" if v else "no")
+def _flag(v: bool | None, few: bool = False) -> str:
+    return "–" if v is None else ("yes" if v else "no") + ("*" if few else "")
 
 
 _MARK = {REGRESSION: "**REGRESSION**", IMPROVEMENT: "improvement", OK: "ok", INFO: "info", NEW: "new", MISSING: "missing"}
@@ -268,20 +280,26 @@ def _meta_rows(current: Mapping, baseline: Mapping | None) -> list[tuple[str, st
     return [(name, row(baseline, f), row(current, f)) for name, f in fields]
 
 
+def _rule_text(t: Tolerances) -> str:
+    return (f"A regression is a change the worse way beyond its tolerance (ratios ±{100 * t.ratio:g} %, absolute "
+            f"throughput/latency ±{100 * t.absolute:g} %, UDP loss ±{t.points:g} pp) that is also outside the noise: "
+            f"disjoint 95 % intervals when both runs have at least {t.min_n} rounds of the metric, else (marked *) "
+            f"the current median outside the baseline's interval.")
+
+
 def _md_table(comparisons: Sequence[Comparison]) -> list[str]:
     lines = ["| metric | baseline [95 % CI] | current [95 % CI] | change | outside CI | beyond tol. | verdict |",
              "|---|---|---|---|---|---|---|"]
     for c in comparisons:
         lines.append(f"| `{c.id}` | {_num(c.baseline, c.unit)}{_ci(c.baseline_ci)} | {_num(c.current, c.unit)}{_ci(c.current_ci)} "
-                     f"| {c.change_text} | {_flag(c.outside_ci)} | {_flag(c.beyond_tolerance)} | {_MARK[c.verdict]} |")
+                     f"| {c.change_text} | {_flag(c.outside_ci, c.few_rounds)} | {_flag(c.beyond_tolerance)} | {_MARK[c.verdict]} |")
     return lines
 
 
 def render_markdown(current: Mapping, baseline: Mapping | None, comparisons: Sequence[Comparison],
                     tolerances: Tolerances, names: tuple[str, str | None] = ("current", None)) -> str:
     lines = ["## harness bench report", "", _headline(comparisons, baseline is not None), ""]
-    lines += [f"Tolerances: ratios ±{100 * tolerances.ratio:g} %, absolute throughput/latency ±{100 * tolerances.absolute:g} %, "
-              f"UDP loss ±{tolerances.points:g} pp; a regression also needs the current median outside the baseline's 95 % interval.", ""]
+    lines += [_rule_text(tolerances), ""]
     lines += ["| | baseline | current |", "|---|---|---|"]
     lines += [f"| {n} | {b} | {c} |" for n, b, c in _meta_rows(current, baseline)]
     gated = [c for c in comparisons if c.better is not None or c.verdict in (NEW, MISSING)]
@@ -409,7 +427,7 @@ def render_html(current: Mapping, baseline: Mapping | None, comparisons: Sequenc
     e = html.escape
     rows = "\n".join(
         f"<tr class='{c.verdict}'><td><code>{e(c.id)}</code></td><td>{e(_num(c.baseline, c.unit) + _ci(c.baseline_ci))}</td>"
-        f"<td>{e(_num(c.current, c.unit) + _ci(c.current_ci))}</td><td>{e(c.change_text)}</td><td>{_flag(c.outside_ci)}</td>"
+        f"<td>{e(_num(c.current, c.unit) + _ci(c.current_ci))}</td><td>{e(c.change_text)}</td><td>{_flag(c.outside_ci, c.few_rounds)}</td>"
         f"<td>{_flag(c.beyond_tolerance)}</td><td>{e(c.verdict)}</td></tr>" for c in comparisons)
     meta = "\n".join(f"<tr><th>{e(n)}</th><td>{e(b)}</td><td>{e(c)}</td></tr>" for n, b, c in _meta_rows(current, baseline))
     headline = _headline(comparisons, baseline is not None).replace("**", "").replace("`", "")
@@ -429,8 +447,7 @@ img {{ max-width: 100%; }}
 </style></head><body>
 <h1>harness bench report</h1>
 <p class="{status}">{e(headline)}</p>
-<p>Tolerances: ratios ±{100 * tolerances.ratio:g} %, absolute throughput/latency ±{100 * tolerances.absolute:g} %,
-UDP loss ±{tolerances.points:g} pp; a regression also needs the current median outside the baseline's 95 % interval.</p>
+<p>{e(_rule_text(tolerances))}</p>
 <table><tr><th></th><th>baseline</th><th>current</th></tr>
 {meta}
 </table>
@@ -460,6 +477,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "figures drift far more than ratios)")
     parser.add_argument("--loss-tolerance", type=float, default=d.points, metavar="PP",
                         help="allowed change of UDP loss, in percentage points (default %(default)g)")
+    parser.add_argument("--min-rounds", type=int, default=d.min_n, metavar="N",
+                        help="rounds a metric needs in both runs to be judged by disjoint intervals (default %(default)s)")
     parser.add_argument("--markdown", metavar="FILE", help="also write the Markdown summary here")
     parser.add_argument("--html", metavar="FILE", help="write an HTML page with plots here")
     parser.add_argument("--json-out", metavar="FILE", help="write the comparisons as JSON here")
@@ -476,7 +495,8 @@ def main(args: argparse.Namespace) -> int:
         err.print("[red]report: unreadable input[/red]: ", end="")
         err.print(str(exc), markup=False)
         return 2
-    tolerances = Tolerances(ratio=args.tolerance / 100, absolute=args.abs_tolerance / 100, points=args.loss_tolerance)
+    tolerances = Tolerances(ratio=args.tolerance / 100, absolute=args.abs_tolerance / 100, points=args.loss_tolerance,
+                            min_n=args.min_rounds)
     comparisons = compare(current, baseline, tolerances)
     md = render_markdown(current, baseline, comparisons, tolerances)
     print(md, end="")

@@ -141,15 +141,22 @@ def test_interrupted_run_leaves_nothing_behind(netns, sig):
 def test_clean_removes_only_harness_leftovers(netns):
     from pyroute2 import netns as pyns
 
+    from harness.plan import CreateNode
+
     run_id = secrets.token_hex(2)
     leftover, unrelated = f"hx{run_id}m9-up", f"hxkeep{run_id}"
     pyns.create(leftover)
     pyns.create(unrelated)
     try:
-        out = subprocess.run([sys.executable, "-m", "harness", "clean"], cwd=ROOT, capture_output=True, text=True)
-        assert out.returncode == 0
-        assert leftover not in namespaces()
-        assert unrelated in namespaces()
+        with netns.session("live") as live:
+            live.apply(CreateNode("up", "switch"))
+            in_use = live.physical_name("up")
+            out = subprocess.run([sys.executable, "-m", "harness", "clean"], cwd=ROOT, capture_output=True, text=True)
+            assert out.returncode == 0, out.stderr
+            assert leftover not in namespaces()  # a killed run's: no live owner
+            assert unrelated in namespaces()  # not the harness's naming: never touched
+            assert in_use in namespaces()  # a run still in progress keeps its namespaces
+            assert in_use in out.stdout
     finally:
         for name in (leftover, unrelated):
             if name in namespaces():

@@ -152,9 +152,9 @@ def test_latency_and_loss_regress_upwards():
     assert loss.change_text.endswith("pp")
 
 
-def _metric(median, low, high, better="higher", gate="absolute"):
+def _metric(median, low, high, better="higher", gate="absolute", n=3):
     return {"id": "tcp.gbps[x]", "kind": "topology", "unit": "Gbit/s", "better": better, "gate": gate,
-            "median": median, "ci_low": low, "ci_high": high}
+            "median": median, "ci_low": low, "ci_high": high, "n": n}
 
 
 def test_judge_needs_both_the_tolerance_and_the_intervals():
@@ -171,6 +171,18 @@ def test_judge_needs_both_the_tolerance_and_the_intervals():
     # no interval on either side (single rounds): the tolerance alone decides
     single = judge(_metric(10.0, None, None), _metric(7.0, None, None), tol)
     assert single.outside_ci is None and single.verdict == REGRESSION
+
+
+def test_with_enough_rounds_the_intervals_must_be_disjoint():
+    tol = Tolerances(absolute=0.20, min_n=5)
+    # current median below the baseline interval, but the intervals overlap: within noise of two runs
+    overlap = judge(_metric(10.0, 9.0, 11.0, n=8), _metric(7.5, 6.0, 9.5, n=8), tol)
+    assert not overlap.few_rounds and overlap.outside_ci is False and overlap.verdict == OK
+    disjoint = judge(_metric(10.0, 9.0, 11.0, n=8), _metric(7.5, 6.5, 8.5, n=8), tol)
+    assert disjoint.outside_ci and disjoint.verdict == REGRESSION
+    # the same numbers from a 3-round run fall back to the weaker check, and say so
+    few = judge(_metric(10.0, 9.0, 11.0, n=3), _metric(7.5, 6.0, 9.5, n=8), tol)
+    assert few.few_rounds and few.outside_ci and few.verdict == REGRESSION
 
 
 def test_metrics_present_on_one_side_only():

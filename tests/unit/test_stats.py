@@ -184,3 +184,12 @@ def test_stop_rule_fixed_rounds_replaces_noisy_ones_up_to_a_limit():
     assert "no more reruns" in rule.decide(1, 5, None, 0, 5)
     assert "no more reruns" in StopRule(rounds=2, budget=None, max_reruns=0).decide(1, 2, None, 0, 5)
     assert "maximum" in StopRule(max_rounds=4, budget=None).decide(0, 4, None, 0, 1)
+
+
+def test_stop_rule_does_not_trust_a_narrow_interval_from_too_few_quiet_rounds():
+    rule = StopRule(target=0.03, budget=120, min_rounds=5)
+    reason = rule.decide(2, 7, 0.022, 118, 17)
+    assert "only 2 of 7 rounds were quiet" in reason
+    assert not rule.reached(2, 0.022)
+    assert rule.reached(5, 0.022) and not rule.reached(5, 0.04)
+    assert not StopRule(rounds=3).reached(3, 0.0)  # a fixed-rounds run has no target to reach
