@@ -74,7 +74,9 @@ def load_results(path: str | Path) -> dict:
 @dataclass(frozen=True)
 class Tolerances:
     ratio: float = 0.05  # relative; within-round ratios hardly drift, so 5 % is a real change
-    absolute: float = 0.20  # relative; raw Gbit/s and microseconds drift ~18 % over minutes on a noisy VM
+    # relative; raw Gbit/s and microseconds drift: two default runs 7 minutes apart on this 2-vCPU machine
+    # differed by up to 25 % in raw Gbit/s while every ratio stayed inside its interval.
+    absolute: float = 0.30
     points: float = 1.0  # percentage points of UDP loss
     min_n: int = 5  # rounds on both sides before disjoint intervals judge (the strong test)
 
