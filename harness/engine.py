@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 
 from harness.checks import Judge, describe_ping, error_matches
 from harness.driver import DockerEmulator
@@ -21,6 +22,7 @@ from harness.model import Scenario
 from harness.observe import (
     PING_TIMEOUT,
     PingJob,
+    isolation_retry_wait,
     observation_jobs,
     parse_observations,
     parse_pings,
@@ -193,6 +195,12 @@ class Engine:
             for err in view.errors:
                 raise HarnessError(f"observing {view.node} failed: {err}")
         results = dict(zip(keys, parse_pings(pings, done[len(observe):])))
+        wait = isolation_retry_wait(list(results.values()))
+        if wait is not None:
+            # Replies were slow in this batch: a silent isolation probe is only trusted with more time.
+            silent = [k for k in keys if k[2] is False and not results[k].reached and not results[k].probe_error]
+            again = [replace(jobs[k], isolation_wait=wait) for k in silent]
+            results.update(zip(silent, ping_many(session, again)))
         result.checks += unprobeable
         result.checks += judge.probe_checks(explicit, matrix, results)
         result.checks += judge.state_checks()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -140,6 +141,7 @@ class PingJob:
     dst: str  # address
     expect_reach: bool | None  # None: no expectation, wait the reach deadline
     family: int = 0
+    isolation_wait: float = 0.0  # an isolation probe's wait for an answer; 0: ISOLATION_WAIT
 
 
 @dataclass(frozen=True)
@@ -150,17 +152,19 @@ class PingResult:
     command: str
     exit_code: int
     probe_error: bool = False  # ping itself failed (bad argument, unknown name): neither verdict holds
+    rtt_max_ms: float | None = None  # the slowest reply, when there was one
 
     @property
     def evidence(self) -> str:
         return f"`{self.command}` in {self.job.src}: exit {self.exit_code}: {self.summary}"
 
 
-def ping_argv(dst: str, family: int, expect_reach: bool | None) -> list[str]:
+def ping_argv(dst: str, family: int, expect_reach: bool | None, isolation_wait: float = 0.0) -> list[str]:
     version = family or (ipaddress.ip_address(dst).version if is_ip_address(dst) else 4)
     head = ["ping", f"-{version}", "-n", "-q", "-i", f"{PING_INTERVAL:g}"]
     if expect_reach is False:
-        return [*head, "-c", str(ISOLATION_PACKETS), "-W", f"{ISOLATION_WAIT:g}", dst]
+        wait = isolation_wait or ISOLATION_WAIT
+        return [*head, "-c", str(ISOLATION_PACKETS), "-W", f"{wait:g}", dst]
     # -c 1 with -w: keep sending until one reply or the deadline; exit 0 iff a reply came.
     return [*head, "-c", "1", "-w", str(REACH_DEADLINE), dst]
 
@@ -173,7 +177,28 @@ def ping_many(session, jobs: Sequence[PingJob]) -> list[PingResult]:
 
 
 def ping_commands(jobs: Sequence[PingJob]) -> list[tuple[str, list[str]]]:
-    return [(j.src, ping_argv(j.dst, j.family, j.expect_reach)) for j in jobs]
+    return [(j.src, ping_argv(j.dst, j.family, j.expect_reach, j.isolation_wait)) for j in jobs]
+
+
+_RTT = re.compile(r"= [\d.]+/[\d.]+/([\d.]+)/[\d.]+ ms")
+
+
+def slow_replies(results: Sequence[PingResult]) -> float:
+    """The slowest reply among probes that got one, in seconds (0 when none did)."""
+    return max((r.rtt_max_ms or 0.0 for r in results if r.reached), default=0.0) / 1000
+
+
+def isolation_retry_wait(results: Sequence[PingResult]) -> float | None:
+    """A longer wait for the isolation probes when this batch's replies were slow, else None.
+
+    A silent isolation probe only means something if a reply would have come within its wait. When
+    the machine is loaded (many probes at once, a TCG guest) and even expected replies took a quarter
+    of the wait, the silent ones are asked again with ten times the slowest reply, at least 1 s.
+    """
+    slowest = slow_replies(results)
+    if slowest <= ISOLATION_WAIT / 4:
+        return None
+    return min(REACH_DEADLINE, max(1.0, 10 * slowest))
 
 
 def parse_pings(jobs: Sequence[PingJob], results) -> list[PingResult]:
@@ -186,5 +211,7 @@ def parse_pings(jobs: Sequence[PingJob], results) -> list[PingResult]:
         # Exit 0: a reply; 1: none; anything else is ping failing, unless it says there is no route.
         no_route = any(marker in text for marker in NO_ROUTE)
         probe_error = res.exit_code not in (0, 1) and not no_route
-        out.append(PingResult(job, res.exit_code == 0, summary, res.command, res.exit_code, probe_error))
+        rtt = _RTT.search(text)
+        out.append(PingResult(job, res.exit_code == 0, summary, res.command, res.exit_code, probe_error,
+                              float(rtt.group(1)) if rtt else None))
     return out
