@@ -85,10 +85,11 @@ class VMBackend:
         except Exception:
             return "unknown"
 
-    def image(self) -> Path:
-        from backends.vmimage import build_initramfs
+    def image(self, extra_distributions: Sequence[str] = ()) -> Path:
+        from backends.vmimage import GUEST_DISTRIBUTIONS, build_initramfs
 
-        return build_initramfs(self.bundle(), self.cache_dir(), PROJECT_ROOT, packages=GUEST_PACKAGES)
+        return build_initramfs(self.bundle(), self.cache_dir(), PROJECT_ROOT, packages=GUEST_PACKAGES,
+                               distributions=(*GUEST_DISTRIBUTIONS, *extra_distributions))
 
     def capabilities(self) -> dict[str, Capability]:
         if self._caps is not None:
@@ -176,6 +177,25 @@ class VMBackend:
             result.durations["vm_boot"] = guest.boot_seconds
             result.durations["vm_batch_wall"] = round(wall, 3)
         return out
+
+    def run_tool(self, args: Sequence[str], outputs: Sequence[str], timeout: float,
+                 extra_distributions: Sequence[str] = (), memory_mb: int = 512) -> tuple[object, dict[str, bytes]]:
+        """Run `python3 -m harness ARGS` in one guest with an empty share at /out; return the guest's
+        result and the named files it wrote there (missing ones are left out). `extra_distributions`
+        are Python distributions the tool needs beyond the scenario runner's (a separate cached image)."""
+        from backends.qemu import run_in_guest
+
+        reason = self.available()
+        if reason:
+            raise BackendUnavailable(reason)
+        share = Path(tempfile.mkdtemp(prefix="hxvm-share-"))
+        try:
+            guest = run_in_guest(["python3", "-m", "harness", *args], self.bundle(), self.image(extra_distributions),
+                                 share_dir=share, timeout=timeout, env=_guest_env(), memory_mb=memory_mb)
+            files = {name: (share / name).read_bytes() for name in outputs if (share / name).is_file()}
+        finally:
+            shutil.rmtree(share, ignore_errors=True)
+        return guest, files
 
 
 def _cost(scenario: Scenario) -> int:

@@ -111,6 +111,7 @@ GUEST_TOOLS: Mapping[str, tuple[str, str]] = {
     "bridge": ("bridge", "iproute2"),
     "ping": ("ping", "iputils-ping"),
     "nsenter": ("nsenter", "util-linux"),
+    "iperf3": ("iperf3", "iperf3"),  # `harness bench --backend vm` runs the bench inside the guest
 }
 
 PROJECT_PACKAGES: tuple[str, ...] = ("harness", "backends")
@@ -507,7 +508,9 @@ class _Manifest:
 
     def strip_elves(self, elves: Iterable[Path]) -> None:
         """Mark these ELF files for stripping (pyenv builds libpython with 17 MB of debug info)."""
-        wanted = set(elves)  # the same Path objects (or equal ones) that file() recorded
+        # Never libraries vendored into a wheel by auditwheel (`numpy.libs/` and the like): they are
+        # patched with patchelf, and strip breaks them ("ELF load command address/offset not page-aligned").
+        wanted = {p for p in elves if not any(part.endswith(".libs") for part in Path(p).parts)}
         for path, entry in self.entries.items():
             if entry.source is not None and entry.source in wanted:
                 self.entries[path] = dataclasses.replace(entry, strip=True)

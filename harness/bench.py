@@ -1127,6 +1127,65 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress display")
 
 
+VM_NOTE = ("measured inside a qemu TCG guest (no KVM): every CPU instruction is emulated, so absolute "
+           "figures say nothing about the kernel's speed; compare ratios only with runs of the same kind")
+
+
+def _forwarded(args: argparse.Namespace) -> list[str]:
+    """The bench options the user gave, as command-line words for the bench inside the guest."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    words: list[str] = []
+    for action in parser._actions:
+        if action.dest in ("json", "save_baseline", "backend", "quiet") or not action.option_strings:
+            continue
+        value = getattr(args, action.dest, action.default)
+        if value == action.default or value is None:
+            continue
+        flag = next(o for o in action.option_strings if o.startswith("--"))
+        words += [flag] if isinstance(action, argparse._StoreTrueAction) else [flag, str(value)]
+    return words
+
+
+def _main_in_vm(args: argparse.Namespace, err) -> int:
+    """`--backend vm`: the whole bench runs inside one guest on Debian's kernel (which has ipvlan),
+    with the namespace backend there, and its results document comes back through the share."""
+    from backends.base import get_backend
+    from backends.qemu import VMError
+
+    budget = getattr(args, "budget", None) or BenchParams().budget or 120
+    try:
+        backend = get_backend("vm")
+        guest, files = backend.run_tool(["bench", "--backend", "netns", "--json", "/out/bench.json", "-q",
+                                         *_forwarded(args)], ["bench.json"], timeout=budget * 3 + 180,
+                                        # numpy for the statistics; the larger image needs more guest memory
+                                        extra_distributions=("numpy",), memory_mb=1024)
+    except (BackendUnavailable, VMError) as exc:
+        err.print(f"bench unavailable: {exc}", markup=False)
+        return 2
+    if "bench.json" not in files:
+        err.print(f"bench failed in the VM (exit {guest.exit_code}):\n{guest.stderr[-3000:]}", markup=False)
+        return 1
+    doc = json.loads(files["bench.json"])
+    doc["backend"] = "vm"
+    doc["stop"]["reason"] = f"{doc['stop']['reason']}; {VM_NOTE}"
+    validate_document(doc)
+    path = args.json or f"results/bench-vm-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    out = write_document(doc, path)
+    if getattr(args, "save_baseline", None):
+        write_document(doc, args.save_baseline)
+    from rich.console import Console
+
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(summary_table(doc))
+    for t in doc["topologies"]:
+        if t["status"] != "ran":
+            console.print(f"{t['name']}: {t['status']} — {t['reason']}", markup=False)
+    console.print(f"kernel {doc['machine'].get('kernel', '?')} in the VM; {VM_NOTE}", markup=False)
+    console.print(f"results: {out}", markup=False)
+    return 0 if guest.exit_code == 0 else 1
+
+
 def params_from_args(args: argparse.Namespace) -> BenchParams:
     values: dict = dict(QUICK) if getattr(args, "quick", False) else {}
     values["quick"] = bool(getattr(args, "quick", False))
@@ -1193,6 +1252,8 @@ def main(args: argparse.Namespace) -> int:
     from rich.markup import escape  # reasons and metric ids contain [brackets] rich would take for markup
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+    if getattr(args, "backend", None) == "vm":
+        return _main_in_vm(args, err)
     try:
         params = params_from_args(args)
         from backends.base import get_backend
