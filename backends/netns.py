@@ -406,7 +406,8 @@ def _claim(prefix: str) -> None:
 def _release(prefix: str) -> None:
     try:
         os.unlink(os.path.join(OWNERS_DIR, f"{prefix}.pid"))
-    except FileNotFoundError:
+        os.rmdir(OWNERS_DIR)  # only succeeds when no other run owns anything: nothing left behind
+    except OSError:
         pass
 
 
