@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from harness.errors import BackendUnavailable, CommandFailed
-from harness.plan import Op
+from harness.plan import FEATURES, Op
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,11 @@ class Backend(Protocol):
     def kernel_release(self) -> str: ...
 
     def session(self, label: str) -> AbstractContextManager[Session]: ...
+
+
+def unavailable_everywhere(reason: str) -> dict[str, Capability]:
+    """Every feature missing for one reason: what a backend that cannot run here reports."""
+    return {f: Capability(f, False, reason) for f in FEATURES}
 
 
 # name -> "module:Class", imported on demand so that a backend's dependencies (pyroute2, qemu) are

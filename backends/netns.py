@@ -30,7 +30,7 @@ from functools import lru_cache
 from pyroute2 import IPRoute, NetlinkError, netns
 from pyroute2.netlink.rtnl.ifinfmsg.plugins import ipvlan as _ipvlan_plugin
 
-from backends.base import Capability, CommandResult
+from backends.base import Capability, CommandResult, unavailable_everywhere
 from harness.errors import BackendUnavailable, KernelError
 from harness.plan import (
     FEATURES,
@@ -534,7 +534,7 @@ class NetnsBackend:
     def capabilities(self) -> dict[str, Capability]:
         reason = self.available()
         if reason:
-            return {f: Capability(f, False, reason) for f in FEATURES}
+            return unavailable_everywhere(reason)
         return probe_capabilities()
 
     def kernel_release(self) -> str:

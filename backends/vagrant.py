@@ -41,10 +41,9 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from backends.base import Capability, CommandResult, adopt_records
+from backends.base import Capability, CommandResult, adopt_records, stage_scenarios, unavailable_everywhere
 from harness.errors import BackendUnavailable
 from harness.model import Scenario
-from harness.plan import FEATURES
 from harness.profiles import DEFAULT_PROFILE
 from harness.results import ERROR, SKIP, ScenarioResult
 
@@ -108,7 +107,7 @@ class VagrantBackend:
             return self._caps
         reason = self.available()
         if reason:
-            return {f: Capability(f, False, reason) for f in FEATURES}
+            return unavailable_everywhere(reason)
         result = self._vagrant("ssh", "-c", _guest_harness("capabilities", "--backend", "netns", "--json"),
                                timeout=SSH_TIMEOUT)
         try:
@@ -118,7 +117,7 @@ class VagrantBackend:
         if not isinstance(data, dict):
             # Not cached: a stopped box is the usual cause, and the next batch brings it up.
             why = f"cannot ask the Vagrant box: {self._failure(result)}"
-            return {f: Capability(f, False, why) for f in FEATURES}
+            return unavailable_everywhere(why)
         self._caps = {f: Capability(f, bool(v["available"]), v.get("detail", "")) for f, v in data.items()}
         return self._caps
 
@@ -149,12 +148,7 @@ class VagrantBackend:
         box_touched = guest_touched = False
         try:
             (run_dir / "scenarios").mkdir()
-            guest_paths = []
-            for i, s in enumerate(scenarios):
-                # Numbered: two scenarios from different directories may share a file name.
-                name = f"{i:03d}-{Path(s.path).name}"
-                shutil.copyfile(s.path, run_dir / "scenarios" / name)
-                guest_paths.append(f"{guest_dir}/scenarios/{name}")
+            guest_paths = stage_scenarios(scenarios, run_dir / "scenarios", f"{guest_dir}/scenarios")
 
             box_touched = True  # even a failed `up` may leave a half-started box to halt
             up = self._vagrant("up", timeout=UP_TIMEOUT)

@@ -23,10 +23,9 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from backends.base import Capability, adopt_records, stage_scenarios
+from backends.base import Capability, adopt_records, stage_scenarios, unavailable_everywhere
 from harness.errors import BackendUnavailable
 from harness.model import ContainerRun, Scenario
-from harness.plan import FEATURES
 from harness.profiles import DEFAULT_PROFILE
 from harness.results import ERROR, ScenarioResult
 
@@ -96,7 +95,7 @@ class VMBackend:
             return self._caps
         reason = self.available()
         if reason:
-            return {f: Capability(f, False, reason) for f in FEATURES}
+            return unavailable_everywhere(reason)
         path = self.cache_dir() / f"capabilities-{self.bundle().release}-{_code_key()}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         # pytest-xdist workers collect at the same time: one probes, the others wait and read.

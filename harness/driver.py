@@ -101,10 +101,6 @@ class NetworkState:
     def pools(self) -> list[ipam.Pool]:
         return self.pools4 + self.pools6
 
-    @property
-    def short_id(self) -> str:
-        return self.id[:12]
-
 
 @dataclass
 class ContainerState:

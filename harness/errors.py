@@ -26,7 +26,10 @@ class ScenarioError(HarnessError):
 
 
 class DockerError(HarnessError):
-    """Docker's own answer to a command, verbatim (without the CLI's 'Error response from daemon: ')."""
+    """Docker's own answer to a command, verbatim (without the CLI's 'Error response from daemon: ').
+
+    The documented host commands (`ip link add|set|del`) answer through it too, in iproute2's words.
+    """
 
     def __init__(self, message: str):
         self.message = message

@@ -127,7 +127,7 @@ class Pool:
     def contains(self, ip: IPAddress) -> bool:
         return ip.version == self.subnet.version and ip in self.subnet
 
-    def request(self, ip: IPAddress | None = None, whole_subnet: bool = False) -> IPAddress:
+    def request(self, ip: IPAddress | None = None) -> IPAddress:
         """Allocate `ip`, or the lowest free address (of the range, when the pool has one)."""
         if ip is not None:
             ordinal = self._ordinal(ip)
@@ -135,7 +135,8 @@ class Pool:
                 raise DockerError(ADDRESS_IN_USE)
             self.allocated.add(ordinal)
             return ip
-        if self.ip_range is not None and not whole_subnet:
+        # libnetwork takes the gateway, too, from the range when there is one (SetAnyInRange).
+        if self.ip_range is not None:
             start = self._ordinal(self.ip_range.network_address)
             end = self._ordinal(self.ip_range.broadcast_address)
         else:
@@ -152,8 +153,6 @@ class Pool:
     def release(self, ip: IPAddress) -> None:
         self.allocated.discard(self._ordinal(ip))
 
-    def interface(self, ip: IPAddress) -> str:
-        return f"{ip}/{self.subnet.prefixlen}"
 
 
 # Docker's default address pools: 172.17-31.0.0/16, then 192.168.0.0/16 in /20s.

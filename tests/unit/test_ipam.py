@@ -179,9 +179,8 @@ def test_ipv6_without_gateway_takes_1_and_the_first_container_gets_2():
     assert p.request() == ip("fd00:1::2")
 
 
-def test_interface_and_contains():
+def test_contains():
     p = Pool(subnet=net("192.168.50.0/24"))
-    assert p.interface(ip("192.168.50.7")) == "192.168.50.7/24"
     assert p.contains(ip("192.168.50.7"))
     assert not p.contains(ip("192.168.51.7"))
     assert not p.contains(ip("fd00::1"))
