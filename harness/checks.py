@@ -109,7 +109,7 @@ class Judge:
     def explicit_probe_jobs(self) -> tuple[list[tuple[Probe, bool, PingJob | None, str]], list[Check]]:
         """Each `reach`/`isolate` entry as concrete pings; entries that cannot be probed become failed checks."""
         jobs, failed = [], []
-        running = set(self.oracle.emu.containers) | {HOST}
+        running = set(self.oracle.state.containers) | {HOST}
         addrs = self.oracle.addresses()
         for want, probes in ((True, self.scenario.expect.reach), (False, self.scenario.expect.isolate)):
             for probe in probes:
@@ -128,7 +128,7 @@ class Judge:
                         continue
                     for t in targets:
                         jobs.append((probe, want, PingJob(probe.src, str(t.ip), want), t.label))
-                elif probe.dst in self.oracle.emu.history:
+                elif probe.dst in self.oracle.state.history:
                     failed.append(Check(kind, str(probe), "a running destination",
                                         f"{probe.dst} is not running at the end of the scenario", False,
                                         location=str(probe.location)))
@@ -209,29 +209,28 @@ class Judge:
     def model_checks(self) -> list[Check]:
         """What Docker 20.10 would show in every running container, and the parents it manages."""
         checks = []
-        for name in sorted(self.oracle.emu.containers):
-            container = self.oracle.emu.containers[name]
+        for name in sorted(self.oracle.state.containers):
+            container = self.oracle.state.containers[name]
             view = self.views.get(name)
-            for kind, subject, expected in self.oracle.expected_state(container):
-                ifname = subject.split()[-1]
-                link = view.links.get(ifname) if view else None
-                if kind == "link":
+            for fact in self.oracle.expected_state(container):
+                link = view.links.get(fact.interface) if view else None
+                if fact.kind == "link":
                     observed = "absent" if link is None else f"{link.kind} {link.mode}"
-                    ok = observed == expected
-                elif kind == "mac":
+                    ok = observed == fact.value
+                elif fact.kind == "mac":
                     observed = link.mac if link else "absent"
-                    ok = observed == expected
-                elif kind == "address":
-                    have = view.cidrs_on(ifname) if view else []
-                    observed, ok = ", ".join(have) or "none", expected in have
+                    ok = observed == fact.value
+                elif fact.kind == "address":
+                    have = view.cidrs_on(fact.interface) if view else []
+                    observed, ok = ", ".join(have) or "none", fact.value in have
                 else:
-                    spec = RouteSpec.parse(expected)
+                    spec = RouteSpec.parse(fact.value)
                     observed = _fmt_routes(view) if view else "node missing"
                     ok = view is not None and any(spec.matches(r) for r in view.routes)
-                checks.append(Check(kind, subject, expected, observed, ok,
-                                    evidence=self._evidence(name, kind), origin="model"))
+                checks.append(Check(fact.kind, fact.subject, fact.value, observed, ok,
+                                    evidence=self._evidence(name, fact.kind), origin="model"))
         host = self.views.get(HOST)
-        for link in sorted(self.oracle.emu.host_links.values(), key=lambda link: link.name):
+        for link in sorted(self.oracle.state.host_links.values(), key=lambda link: link.name):
             if link.kind not in ("vlan", "dummy"):
                 continue
             seen = host.links.get(link.name) if host else None

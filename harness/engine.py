@@ -1,11 +1,17 @@
-"""The engine: plan -> apply -> observe -> judge -> teardown, for one scenario on one backend.
+"""The engine: world -> Docker executes the commands -> observe -> judge -> teardown, per scenario.
 
-`Engine.run(scenario)` checks the backend can run the scenario (a missing kernel feature is a skip
-whose reason names it), opens a session, builds the world, then feeds each documented command to the
-`DockerEmulator` and applies its operations; when the kernel refuses one, the command's partial work is
-undone and the failure becomes Docker's error message, as Docker would report it. It then observes
-every node, runs all probes at once and judges. The engine sees backends only through the Session
-protocol: it imports neither pyroute2 nor subprocess nor a backend module.
+`Engine(backend).run(scenario)` compiles the scenario once (`harness.docker.emulated.compile_scenario`:
+the plan, the VLANs the switch must carry, the emulation's end state), checks the backend can run it (a
+missing kernel feature is a skip whose reason names it), opens a session, builds the emulated physical
+network (`harness.world.World`), and hands each documented command to the Docker under test
+(`harness.docker.base.DockerUnderTest`: the emulation by default, a real engine with the docker
+backend). Docker's answers are judged against the expected errors; a transient container's documented
+ping is probed while it exists. The engine then observes every node and runs every probe at once, and
+the `Judge` compares what it saw with the scenario's explicit expectations and the `Oracle`'s derived
+facts.
+
+The engine sees backends only through their protocols (backends.base): it imports neither pyroute2 nor
+subprocess nor a backend module.
 """
 
 from __future__ import annotations
@@ -13,12 +19,14 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from harness.checks import Judge, describe_ping, error_matches
-from harness.driver import DockerEmulator
+from harness.docker.base import DockerUnderTest
+from harness.docker.emulated import CompiledScenario, compile_scenario
+from harness.docker.profiles import DEFAULT_PROFILE
 from harness.errors import BackendUnavailable, HarnessError, KernelError
-from harness.model import Scenario
+from harness.model import Scenario, Step
 from harness.observe import (
     PING_TIMEOUT,
     PingJob,
@@ -30,151 +38,108 @@ from harness.observe import (
     ping_many,
 )
 from harness.oracle import HOST, Oracle
-from harness.plan import FEATURES, AddLink, CompiledStep, Op, inverse, render
-from harness.profiles import DEFAULT_PROFILE
+from harness.plan import cannot_run, render
 from harness.results import ERROR, FAIL, PASS, SKIP, Check, ScenarioResult, StepRecord
-from harness.world import World, compile_plan
+from harness.world import World
+
+DockerFactory = Callable[[CompiledScenario, object], DockerUnderTest]
 
 
-def skip_reason(backend, scenario: Scenario, profile: str = DEFAULT_PROFILE) -> str | None:
-    """Why `backend` cannot run `scenario` (a missing kernel feature, named), or None."""
-    unavailable = backend.available()
-    if unavailable:
-        return unavailable
-    plan, _ = compile_plan(scenario, profile)
-    caps = backend.capabilities()
-    missing = [f for f in plan.required_features() if not (caps.get(f) and caps[f].available)]
-    if not missing:
-        return None
-    return "; ".join(f"kernel lacks {FEATURES[f]}" for f in missing) + f" (backend {backend.name}, kernel {backend.kernel_release()})"
+@dataclass
+class _Clock:
+    """When each phase ended, for the durations a result reports."""
 
+    start: float = field(default_factory=time.perf_counter)
+    marks: dict[str, float] = field(default_factory=dict)
 
-def format_kernel_error(op: Op, error: KernelError) -> str:
-    template = getattr(op, "error_format", None)
-    if template:
-        return template.format(name=getattr(op, "name", ""), error=error.go_message, strerror=error.strerror)
-    return f"{'; '.join(render(op))}: {error.strerror}"
+    def mark(self, phase: str) -> None:
+        self.marks[phase] = time.perf_counter()
+
+    def durations(self) -> dict[str, float]:
+        end = time.perf_counter()
+        setup_end = self.marks.get("setup", end)
+        checks_end = self.marks.get("checks", setup_end)
+        return {"setup": setup_end - self.start, "checks": checks_end - setup_end,
+                "teardown": end - self.marks.get("teardown", checks_end)}
 
 
 class Engine:
     def __init__(self, backend, profile: str = DEFAULT_PROFILE, matrix: bool = True,
-                 on_event: Callable[[str, str], None] | None = None):
+                 on_event: Callable[[str, str], None] | None = None, docker: DockerFactory | None = None):
         self.backend = backend
         self.profile = profile
         self.matrix = matrix
+        # Which Docker executes the commands: the backend's own (the emulation, or a real engine), unless
+        # the caller names one (`harness conform` runs the emulation against a real engine's results).
+        self.docker = docker or backend.docker
         self.on_event = on_event or (lambda scenario, what: None)
 
     def run(self, scenario: Scenario) -> ScenarioResult:
         result = ScenarioResult(scenario.name, scenario.path, self.backend.name, self.backend.kernel_release(), PASS,
                                 profile=self.profile, source=scenario.source)
+        clock = _Clock()
         try:
-            reason = skip_reason(self.backend, scenario, self.profile)
+            compiled = compile_scenario(scenario, self.profile)
+            reason = cannot_run(self.backend, compiled.plan.required_features())
         except BackendUnavailable as exc:
             reason = str(exc)
         if reason:
             result.status, result.reason = SKIP, reason
             return result
-        t0 = time.perf_counter()
-        marks: dict[str, float] = {}
         try:
             with self.backend.session(scenario.name) as session:
-                result.kernel = getattr(session, "kernel", result.kernel)
-                self._execute(scenario, session, result, marks)
-                marks["teardown"] = time.perf_counter()
+                result.kernel = session.kernel
+                self._execute(compiled, session, result, clock)
+                clock.mark("teardown")
         except BackendUnavailable as exc:
             result.status, result.reason = SKIP, str(exc)
         except HarnessError as exc:
             result.status, result.reason = ERROR, str(exc)
         except Exception:  # a bug in the harness: keep the traceback, it is for us
             result.status, result.reason = ERROR, "harness bug:\n" + traceback.format_exc()
-        end = time.perf_counter()
-        setup_end = marks.get("setup", end)
-        checks_end = marks.get("checks", setup_end)
-        result.durations = {
-            "setup": setup_end - t0,
-            "checks": checks_end - setup_end,
-            "teardown": end - marks.get("teardown", checks_end),
-        }
-        if result.status == PASS and result.failures:
-            result.status = FAIL
-            result.reason = f"{len(result.failures)} of {len(result.checks)} checks failed"
-        return result
+        result.durations = clock.durations()
+        return _conclude(result)
 
     # -- phases ---------------------------------------------------------------------------------------
 
-    def _execute(self, scenario: Scenario, session, result: ScenarioResult, marks: dict[str, float]) -> None:
-        world = World.of(scenario, self.profile)
+    def _execute(self, compiled: CompiledScenario, session, result: ScenarioResult, clock: _Clock) -> None:
+        scenario = compiled.scenario
+        world = World.of(scenario.topology, compiled.vlans)
         self.on_event(scenario.name, "setup")
         for op in world.ops():
             try:
                 session.apply(op)
             except KernelError as exc:
-                raise HarnessError(f"building the emulated network failed: {format_kernel_error(op, exc)}") from None
-        emulator = DockerEmulator(scenario, self.profile)
+                raise HarnessError(f"building the emulated network failed: {'; '.join(render(op))}: "
+                                   f"{exc.strerror}") from None
+        docker = self.docker(compiled, session)
         for step in scenario.steps:
-            compiled, error = self._step(emulator, session, step)
-            result.steps.append(StepRecord(step.index, step.text, error, step.expect_error))
-            result.checks.append(self._error_check(step, error))
-            if compiled.check is not None and error is None:
-                check = compiled.check
-                job = PingJob(check.src, check.dst, True, check.family)
+            outcome = docker.execute(step)
+            result.steps.append(StepRecord(step.index, step.text, outcome.error, step.expect_error))
+            result.checks.append(_error_check(step, outcome.error))
+            if outcome.reach is not None and outcome.error is None:
+                check = outcome.reach
                 # The transient container pings now, while it exists, then is removed.
-                res = ping_many(session, [job])[0] if getattr(session, "observes", True) else None
-                for op in compiled.cleanup:
-                    session.apply(op)
+                res = ping_many(session, [PingJob(check.src, check.dst, True, check.family)])[0] \
+                    if session.observes else None
+                docker.finish(outcome)
                 if res is not None:
                     result.checks.append(Check(
                         "reach", f"{check.src} -> {check.dst} (`{check.command}`)", "reachable", describe_ping(res),
                         res.reached and not res.probe_error, evidence=res.evidence, location=str(step.location),
                         origin="command"))
-        marks["setup"] = time.perf_counter()
-        if not getattr(session, "observes", True):
+        clock.mark("setup")
+        if not session.observes:
             result.status, result.reason = SKIP, f"backend {self.backend.name} observes nothing (plan rendered only)"
-            marks["checks"] = time.perf_counter()
+            clock.mark("checks")
             return
         self.on_event(scenario.name, "checks")
-        self._judge(scenario, session, emulator, world, result)
-        marks["checks"] = time.perf_counter()
+        self._judge(scenario, session, Oracle(docker.state, world), result)
+        clock.mark("checks")
         self.on_event(scenario.name, "teardown")
 
-    def _step(self, emulator: DockerEmulator, session, step) -> tuple[CompiledStep, str | None]:
-        snapshot = emulator.snapshot()
-        compiled = emulator.compile(step)
-        applied: list[Op] = []
-        for op in compiled.ops:
-            try:
-                session.apply(op)
-                applied.append(op)
-            except KernelError as exc:
-                # Docker undoes a failed command's partial work; so do we, in reverse.
-                for done in reversed(applied):
-                    undo = inverse(done)
-                    if undo is not None:
-                        try:
-                            session.apply(undo)
-                        except KernelError:
-                            pass  # already gone with its namespace
-                emulator.restore(snapshot)
-                message = format_kernel_error(op, exc)
-                if not isinstance(op, AddLink) or op.error_format is None:
-                    # Not a refusal Docker would report (a harness or environment problem): an error.
-                    raise HarnessError(f"command {step.index} `{step.text}`: {message}") from None
-                return CompiledStep(step, error=message), message
-        return compiled, compiled.error
-
-    @staticmethod
-    def _error_check(step, error: str | None) -> Check:
-        subject = f"command {step.index} `{step.text}`"
-        if step.expect_error is not None:
-            return Check("error", subject, f"Docker error {step.expect_error!r}",
-                         f"error {error!r}" if error else "success", error_matches(step.expect_error, error),
-                         location=str(step.location), origin="command")
-        return Check("error", subject, "success", f"Docker error {error!r}" if error else "success", error is None,
-                     location=str(step.location), origin="command")
-
-    def _judge(self, scenario: Scenario, session, emulator: DockerEmulator, world: World, result: ScenarioResult):
-        oracle = Oracle(emulator, world)
-        nodes = [HOST, *sorted(emulator.containers)]
+    def _judge(self, scenario: Scenario, session, oracle: Oracle, result: ScenarioResult) -> None:
+        nodes = [HOST, *sorted(oracle.state.containers)]
         judge = Judge(scenario, oracle, {})
         explicit, unprobeable = judge.explicit_probe_jobs()
         matrix = oracle.matrix() if (self.matrix and scenario.expect.matrix) else []
@@ -206,3 +171,19 @@ class Engine:
         result.checks += judge.state_checks()
         result.checks += judge.model_checks()
 
+
+def _error_check(step: Step, error: str | None) -> Check:
+    subject = f"command {step.index} `{step.text}`"
+    if step.expect_error is not None:
+        return Check("error", subject, f"Docker error {step.expect_error!r}",
+                     f"error {error!r}" if error else "success", error_matches(step.expect_error, error),
+                     location=str(step.location), origin="command")
+    return Check("error", subject, "success", f"Docker error {error!r}" if error else "success", error is None,
+                 location=str(step.location), origin="command")
+
+
+def _conclude(result: ScenarioResult) -> ScenarioResult:
+    if result.status == PASS and result.failures:
+        result.status = FAIL
+        result.reason = f"{len(result.failures)} of {len(result.checks)} checks failed"
+    return result

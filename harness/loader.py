@@ -19,8 +19,8 @@ from typing import Any
 import jsonschema
 import yaml
 
-from harness.dockercli import CLIError, RunNamer, parse_command
-from harness.driver import DRIVERS
+from harness.docker.cli import CLIError, RunNamer, parse_command
+from harness.docker.driver import DRIVERS
 from harness.errors import ScenarioError
 from harness.model import (
     ContainerRun,

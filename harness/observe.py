@@ -3,7 +3,8 @@
 The backend configured the kernel over netlink (or in a VM); here the result is read back with iproute2's
 JSON output and tested with ICMP echo from inside the source namespace, so a bug in the configuring code
 cannot confirm itself. All a backend must offer is `run_many([(node, argv)], timeout)`.
-`observe_nodes` returns a `NodeView` per node (links with kind and mode, addresses, routes);
+`observation_jobs` are the queries for a list of nodes and `parse_observations` turns their answers into
+a `NodeView` per node (links with kind and mode, addresses, routes);
 `ping_many` runs `PingJob`s concurrently and returns `PingResult`s with the command and its output as
 evidence.
 """
@@ -72,11 +73,6 @@ _QUERIES = {
     "routes4": ["ip", "-json", "-4", "route", "show", "table", "main"],
     "routes6": ["ip", "-json", "-6", "route", "show", "table", "main"],
 }
-
-
-def observe_nodes(session, nodes: Sequence[str], timeout: float = 10.0) -> dict[str, NodeView]:
-    """Read every node's links, addresses and routes at once with `ip -json`."""
-    return parse_observations(nodes, session.run_many(observation_jobs(nodes), timeout=timeout))
 
 
 def observation_jobs(nodes: Sequence[str]) -> list[tuple[str, list[str]]]:

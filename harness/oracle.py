@@ -6,7 +6,9 @@ its reply (`Expectation`, with the reason in words): same L2 segment and subnet 
 bridge and ipvlan l2; a macvlan child and its parent's own address -> isolated (unless VEPA with a
 hairpinning switch); private mode -> siblings isolated; different VLANs or subnets without a forwarding
 router -> isolated; ipvlan l3 -> routed between every child of one parent. It also states what every
-container should show (`expected_state`): link kind and mode, MAC, addresses and default routes.
+container should show (`expected_state`), as typed `Fact`s (kind, node, interface, value): link kind
+and mode, MAC, addresses and default routes. It reads what Docker built through `DockerState`, so the
+same oracle judges the emulation and a real engine.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from harness.driver import ContainerState, DockerEmulator, Endpoint, NetworkState
-from harness.ipam import link_local_from_mac
+from harness.docker.base import DockerState
+from harness.docker.ipam import link_local_from_mac
+from harness.docker.state import ContainerState, Endpoint, NetworkState
 from harness.world import World
 
 HOST = "host"
@@ -37,6 +40,20 @@ class Address:
 
 
 @dataclass(frozen=True)
+class Fact:
+    """One thing a node must show: kind (link, mac, address, route), node, interface, and the value."""
+
+    kind: str
+    node: str
+    interface: str | None
+    value: str
+
+    @property
+    def subject(self) -> str:
+        return f"{self.node} {self.interface}" if self.interface and self.kind != "route" else self.node
+
+
+@dataclass(frozen=True)
 class Expectation:
     src: Address
     dst: Address
@@ -45,22 +62,22 @@ class Expectation:
 
 
 class Oracle:
-    def __init__(self, emulator: DockerEmulator, world: World):
-        self.emu = emulator
+    def __init__(self, state: DockerState, world: World):
+        self.state = state
         self.world = world
 
     # -- endpoints ------------------------------------------------------------------------------------
 
     def segment_of(self, lower: str) -> tuple:
-        link = self.emu.host_links.get(lower)
+        link = self.state.host_links.get(lower)
         if link is not None and link.kind == "dummy":
             return ("internal", lower)
-        return ("wire", self.emu.vlan_of(lower))
+        return ("wire", self.state.vlan_of(lower))
 
     def container_addresses(self, container: ContainerState) -> list[Address]:
         out = []
         for ep in container.endpoints:
-            net = self.emu.networks[ep.network]
+            net = self.state.networks[ep.network]
             for ip, plen in ep.addresses:
                 network = ipaddress.ip_interface(f"{ip}/{plen}").network
                 out.append(Address(container.name, ip, network, self.segment_of(net.parent), net.parent, net, ep))
@@ -68,8 +85,8 @@ class Oracle:
 
     def addresses(self) -> list[Address]:
         out: list[Address] = []
-        for name in sorted(self.emu.containers):
-            out += self.container_addresses(self.emu.containers[name])
+        for name in sorted(self.state.containers):
+            out += self.container_addresses(self.state.containers[name])
         for iface in self.world.host_addresses:
             out.append(Address(HOST, iface.ip, iface.network, ("wire", None), self.world.host_parent))
         for port in self.world.router_ports:
@@ -113,7 +130,7 @@ class Oracle:
 
     def _passthru_on(self, lower: str | None) -> bool:
         return any(n.driver == "macvlan" and n.mode == "passthru" and n.parent == lower and n.endpoints
-                   for n in self.emu.networks.values())
+                   for n in self.state.networks.values())
 
     def _on_segment(self, src: Address, dst: Address) -> tuple[bool, str] | None:
         net = src.docker_net or dst.docker_net
@@ -181,24 +198,24 @@ class Oracle:
 
     # -- state ----------------------------------------------------------------------------------------
 
-    def expected_state(self, container: ContainerState) -> list[tuple[str, str, str]]:
-        """(kind, subject, expected) for what every container must show, as Docker 20.10 sets it."""
+    def expected_state(self, container: ContainerState) -> list[Fact]:
+        """What every container must show, as Docker sets it."""
         out = []
+        name = container.name
         for ep in container.endpoints:
-            net = self.emu.networks[ep.network]
-            mode = net.mode
-            out.append(("link", f"{container.name} {ep.ifname}", f"{net.driver} {mode}"))
+            net = self.state.networks[ep.network]
+            out.append(Fact("link", name, ep.ifname, f"{net.driver} {net.mode}"))
             if ep.mac:
-                out.append(("mac", f"{container.name} {ep.ifname}", ep.mac))
+                out.append(Fact("mac", name, ep.ifname, ep.mac))
             for cidr in ep.cidrs():
-                out.append(("address", f"{container.name} {ep.ifname}", cidr))
+                out.append(Fact("address", name, ep.ifname, cidr))
             if ep.mac and container.ipv6:
                 # The kernel derives it from the MAC Docker set (EUI-64): fe80::42:c0ff:fea8:8803/64.
-                out.append(("address", f"{container.name} {ep.ifname}", f"{link_local_from_mac(ep.mac)}/64"))
+                out.append(Fact("address", name, ep.ifname, f"{link_local_from_mac(ep.mac)}/64"))
         gateway_ep = container.gateway_endpoint()
         if gateway_ep is not None and (gateway_ep.gateway4 or gateway_ep.connected_default):
             via = f" via {gateway_ep.gateway4}" if gateway_ep.gateway4 else ""
-            out.append(("route", container.name, f"default{via} dev {gateway_ep.ifname}"))
+            out.append(Fact("route", name, gateway_ep.ifname, f"default{via} dev {gateway_ep.ifname}"))
         if gateway_ep is not None and gateway_ep.gateway6:
-            out.append(("route", container.name, f"default via {gateway_ep.gateway6} dev {gateway_ep.ifname}"))
+            out.append(Fact("route", name, gateway_ep.ifname, f"default via {gateway_ep.gateway6} dev {gateway_ep.ifname}"))
         return out

@@ -229,3 +229,19 @@ def inverse(op: Op) -> Op | None:
     if isinstance(op, MoveLink):
         return DeleteLink(op.to_node, op.new_name)
     return None
+
+
+def cannot_run(backend, features) -> str | None:
+    """Why `backend` cannot run a plan needing `features` (unavailable, or a missing kernel feature, named).
+
+    Asks only the backend's cheap `available()` and `capabilities()`.
+    """
+    unavailable = backend.available()
+    if unavailable:
+        return unavailable
+    caps = backend.capabilities()
+    missing = [f for f in features if not (caps.get(f) and caps[f].available)]
+    if not missing:
+        return None
+    return "; ".join(f"kernel lacks {FEATURES[f]}" for f in missing) + \
+        f" (backend {backend.name}, kernel {backend.kernel_release()})"

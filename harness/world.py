@@ -1,20 +1,20 @@
-"""The emulated world around the Docker host, and the whole-scenario compile.
+"""The emulated world around the Docker host: the physical network only.
 
 `World` is the physical network of DESIGN.md: an `up` node whose Linux bridge `br0` is the switch, a
 `host` node whose `eth0` is a veth into that switch with the host's documented address, and, when the
 scenario names router addresses, an `rt` node (the upstream router) on a switch port, holding every
 gateway address, tagged on `eth0.N` when the network that contains it uses VLAN N. The switch passes
 802.1q tags unchanged, so VLAN isolation is enforced by the tagged sub-interfaces at both ends, as on a
-trunk port. `compile_plan` runs the `DockerEmulator` over every step, assuming each succeeds, for
-`harness plan`.
+trunk port. Which VLANs the switch carries comes from the Docker under test's compile
+(`harness.docker.emulated.compile_scenario`): the world itself knows nothing of Docker.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from harness.driver import DockerEmulator
-from harness.model import IPInterface, Scenario
+from harness.model import IPInterface, IPNetwork, Topology
 from harness.plan import (
     AddAddress,
     AddBridgeVlan,
@@ -22,11 +22,9 @@ from harness.plan import (
     AddRoute,
     CreateNode,
     Op,
-    Plan,
     SetLink,
     SetSysctl,
 )
-from harness.profiles import DEFAULT_PROFILE
 
 SWITCH, ROUTER, HOST = "up", "rt", "host"
 
@@ -48,9 +46,9 @@ class World:
     vlans: tuple[int, ...] = ()  # VLANs the switch's trunk ports carry
 
     @classmethod
-    def of(cls, scenario: Scenario, profile: str = DEFAULT_PROFILE) -> World:
-        topo = scenario.topology
-        vlans = subnet_vlans(scenario, profile)
+    def of(cls, topo: Topology, vlans: Iterable[tuple[IPNetwork, int | None]] = ()) -> World:
+        """The world for a topology whose Docker networks use `vlans`: (subnet, VLAN tag or None) pairs."""
+        vlans = tuple(vlans)
         ports = []
         for ra in topo.router_addresses:
             vlan = ra.vlan if ra.vlan is not None else _vlan_for(ra.interface, vlans)
@@ -109,33 +107,8 @@ def _switch_port(node: str, name: str, port: str, hairpin: bool, vlans: tuple[in
     return ops
 
 
-def subnet_vlans(scenario: Scenario, profile: str = DEFAULT_PROFILE):
-    """Each subnet of each network the scenario really creates, with the VLAN its parent tags.
-
-    The emulator runs over the commands (no kernel involved), so a network Docker refuses never
-    puts its VLAN on the switch, and a hand-made parent (`ip link add ... name foo type vlan id 40`)
-    counts with its own VLAN id.
-    """
-    emulator = DockerEmulator(scenario, profile)
-    seen: dict[str, list] = {}
-    for step in scenario.steps:
-        emulator.compile(step)
-        for net in emulator.networks.values():
-            if net.id not in seen:
-                vlan = emulator.vlan_of(net.parent)
-                seen[net.id] = [(pool.subnet, vlan) for pool in net.pools]
-    return [entry for entries in seen.values() for entry in entries]
-
-
 def _vlan_for(interface: IPInterface, vlans) -> int | None:
     for net, vlan in vlans:
         if interface.version == net.version and interface.ip in net:
             return vlan
     return None
-
-
-def compile_plan(scenario: Scenario, profile: str = DEFAULT_PROFILE) -> tuple[Plan, DockerEmulator]:
-    """Every step compiled in order, each assumed to succeed on the kernel (what `harness plan` shows)."""
-    emulator = DockerEmulator(scenario, profile)
-    steps = tuple(emulator.compile(step) for step in scenario.steps)
-    return Plan(scenario.name, emulator.profile.name, World.of(scenario, profile).ops(), steps), emulator

@@ -1,10 +1,10 @@
-"""Unit tests of harness.dockercli: documented command lines parsed as Docker's CLI (pflag) parses them."""
+"""Unit tests of harness.docker.cli: documented command lines parsed as Docker's CLI (pflag) parses them."""
 
 from __future__ import annotations
 
 import pytest
 
-from harness.dockercli import CLIError, RunNamer, parse_command, split_command_line
+from harness.docker.cli import CLIError, RunNamer, parse_command, split_command_line
 from harness.model import (
     ContainerRemove,
     ContainerRun,

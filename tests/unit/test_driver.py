@@ -1,4 +1,4 @@
-"""Unit tests of harness.driver.DockerEmulator: libnetwork's macvlan/ipvlan semantics and Docker's answers.
+"""Unit tests of harness.docker.driver.DockerEmulator: libnetwork's macvlan/ipvlan semantics and Docker's answers.
 
 Scenarios are small inline YAML documents, loaded with `harness.loader.parse_scenario` and compiled with
 `harness.world.compile_plan`; the assertions are on the plan operations, the emulator's state and
@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.driver import DockerEmulator, describe
-from harness.ipam import link_local_from_mac
+from harness.docker.describe import describe
+from harness.docker.driver import DockerEmulator
+from harness.docker.emulated import compile_scenario
+from harness.docker.ipam import link_local_from_mac
 from harness.loader import load_scenario, parse_scenario
-from harness.oracle import Oracle
+from harness.oracle import Fact, Oracle
 from harness.plan import (
     AddAddress,
     AddLink,
@@ -31,9 +33,18 @@ from harness.plan import (
     SetSysctl,
     render,
 )
-from harness.world import World, compile_plan
+from harness.world import World
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
+
+
+def _compile(s, profile="docker-20.10"):
+    compiled = compile_scenario(s, profile)
+    return compiled.plan, compiled.emulator
+
+
+def world_of(s) -> World:
+    return World.of(s.topology, compile_scenario(s).vlans)
 
 HEADER = """\
 name: unit
@@ -54,7 +65,7 @@ def scenario(commands: str, header: str = HEADER):
 
 def emulate(commands: str, profile: str = "docker-20.10"):
     s = scenario(commands)
-    plan, emu = compile_plan(s, profile)
+    plan, emu = _compile(s, profile)
     return plan.steps, emu
 
 
@@ -266,12 +277,12 @@ def test_connecting_a_network_whose_name_sorts_first_moves_the_default_route():
         - docker run --net=zeta --name c -itd alpine /bin/sh
         - docker network connect alpha c
     """)
-    plan, emu = compile_plan(s)
+    plan, emu = _compile(s)
     routes = {i["name"]: i["routes"] for i in describe(emu, plan.steps)["containers"][0]["interfaces"]}
     assert "default via 192.168.50.1 dev eth1" in routes["eth1"]
     assert not any(r.startswith("default") for r in routes["eth0"])
-    expected = Oracle(emu, World.of(s)).expected_state(emu.containers["c"])
-    assert ("route", "c", "default via 192.168.50.1 dev eth1") in expected
+    expected = Oracle(emu, world_of(s)).expected_state(emu.containers["c"])
+    assert Fact("route", "c", "eth1", "default via 192.168.50.1 dev eth1") in expected
 
 
 def test_ipvlan_l3_routes_default_by_device_without_a_gateway():
@@ -389,7 +400,7 @@ def test_ping_by_name_resolves_through_the_network_and_ping6_is_ipv6():
 
 
 def test_seed_ip_range_example_first_container():
-    plan, emu = compile_plan(load_scenario(SCENARIOS / "macvlan-ip-range.yaml"))
+    plan, emu = _compile(load_scenario(SCENARIOS / "macvlan-ip-range.yaml"))
     ep = emu.containers["c1"].endpoints[0]
     assert ep.cidrs() == ["192.168.32.128/24"]
     assert ep.mac == "02:42:c0:a8:20:80"
@@ -398,14 +409,14 @@ def test_seed_ip_range_example_first_container():
 
 
 def test_seed_bridge_example_container_without_ip():
-    plan, emu = compile_plan(load_scenario(SCENARIOS / "macvlan-bridge.yaml"))
+    plan, emu = _compile(load_scenario(SCENARIOS / "macvlan-bridge.yaml"))
     assert emu.containers["c2"].endpoints[0].cidrs() == ["172.16.86.2/24"]
     assert emu.containers["c2"].endpoints[0].mac == "02:42:ac:10:56:02"
     assert [s.error for s in plan.steps] == [None] * 4
 
 
 def test_mcv0_example_skips_aux_addresses_and_infers_gateways():
-    plan, emu = compile_plan(load_scenario(SCENARIOS / "macvlan-mcv0-dual-stack.yaml"))
+    plan, emu = _compile(load_scenario(SCENARIOS / "macvlan-mcv0-dual-stack.yaml"))
     ep = emu.containers["c1"].endpoints[0]
     assert ep.cidrs() == ["192.168.136.3/24", "fd11::3/64"]
     assert ep.mac == "02:42:c0:a8:88:03"

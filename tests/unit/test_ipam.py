@@ -1,4 +1,4 @@
-"""Unit tests of harness.ipam: the CLI's subnet pairing, libnetwork's allocator, MACs and link-local addresses."""
+"""Unit tests of harness.docker.ipam: the CLI's subnet pairing, libnetwork's allocator, MACs and link-local addresses."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import ipaddress
 
 import pytest
 
-from harness.errors import DockerError
-from harness.ipam import (
+from harness.docker.ipam import (
     ADDRESS_IN_USE,
     NO_AVAILABLE_IPS,
     POOL_OVERLAP,
@@ -17,6 +16,7 @@ from harness.ipam import (
     link_local_from_mac,
     mac_from_ip,
 )
+from harness.errors import DockerError
 
 ip = ipaddress.ip_address
 net = ipaddress.ip_network

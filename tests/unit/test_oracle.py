@@ -9,19 +9,29 @@ from pathlib import Path
 import pytest
 
 from harness.checks import RouteSpec, error_matches, normalize_error
+from harness.docker.emulated import compile_scenario
 from harness.loader import load_scenario, parse_scenario
 from harness.observe import RouteView
-from harness.oracle import Oracle
-from harness.world import World, compile_plan
+from harness.oracle import Fact, Oracle
+from harness.world import World
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
 
+def _compile(s, profile="docker-20.10"):
+    compiled = compile_scenario(s, profile)
+    return compiled.plan, compiled.emulator
+
+
+def world_of(s) -> World:
+    return World.of(s.topology, compile_scenario(s).vlans)
+
+
 def oracle_of(text: str) -> Oracle:
     s = parse_scenario(textwrap.dedent(text))
-    plan, emu = compile_plan(s)
+    plan, emu = _compile(s)
     assert [st.error for st in plan.steps] == [None] * len(plan.steps)
-    return Oracle(emu, World.of(s))
+    return Oracle(emu, world_of(s))
 
 
 def answers(oracle: Oracle, src: str, dst: str) -> set[tuple[bool, str] | None]:
@@ -228,7 +238,7 @@ def test_dummy_parent_network_cannot_reach_the_gateway():
     assert verdict(o, "cid1", "192.168.10.1") == (False, "an internal (dummy-parent) network has no way out")
     assert verdict(o, "cid1", "cid2")[0] is True
     assert not reachable(o, "cid1", "host")
-    assert o.segment_of(o.emu.networks["isolated1"].parent)[0] == "internal"
+    assert o.segment_of(o.state.networks["isolated1"].parent)[0] == "internal"
 
 
 def test_passthru_cuts_the_host_off():
@@ -251,16 +261,16 @@ def test_passthru_cuts_the_host_off():
 
 def test_expected_state_of_a_dual_stack_container():
     s = load_scenario(SCENARIOS / "macvlan-mcv0-dual-stack.yaml")
-    plan, emu = compile_plan(s)
-    state = Oracle(emu, World.of(s)).expected_state(emu.containers["c1"])
+    plan, emu = _compile(s)
+    state = Oracle(emu, world_of(s)).expected_state(emu.containers["c1"])
     assert state == [
-        ("link", "c1 eth0", "macvlan bridge"),
-        ("mac", "c1 eth0", "02:42:c0:a8:88:03"),
-        ("address", "c1 eth0", "192.168.136.3/24"),
-        ("address", "c1 eth0", "fd11::3/64"),
-        ("address", "c1 eth0", "fe80::42:c0ff:fea8:8803/64"),  # the document's link-local, from the MAC
-        ("route", "c1", "default via 192.168.136.1 dev eth0"),
-        ("route", "c1", "default via fd11::1 dev eth0"),
+        Fact("link", "c1", "eth0", "macvlan bridge"),
+        Fact("mac", "c1", "eth0", "02:42:c0:a8:88:03"),
+        Fact("address", "c1", "eth0", "192.168.136.3/24"),
+        Fact("address", "c1", "eth0", "fd11::3/64"),
+        Fact("address", "c1", "eth0", "fe80::42:c0ff:fea8:8803/64"),  # the document's link-local, from the MAC
+        Fact("route", "c1", "eth0", "default via 192.168.136.1 dev eth0"),
+        Fact("route", "c1", "eth0", "default via fd11::1 dev eth0"),
     ]
 
 
@@ -272,18 +282,18 @@ def test_expected_state_of_an_ipvlan_l3_container_has_a_device_default_route():
           - docker network create -d ipvlan --subnet=192.168.214.0/24 -o parent=eth0 -o ipvlan_mode=l3 l3net
           - docker run --net=l3net --name a -itd alpine /bin/sh
     """)
-    state = o.expected_state(o.emu.containers["a"])
-    assert ("link", "a eth0", "ipvlan l3") in state
-    assert ("route", "a", "default dev eth0") in state
-    assert not [s for s in state if s[0] == "mac"]
+    state = o.expected_state(o.state.containers["a"])
+    assert Fact("link", "a", "eth0", "ipvlan l3") in state
+    assert Fact("route", "a", "eth0", "default dev eth0") in state
+    assert not [s for s in state if s.kind == "mac"]
 
 
 @pytest.mark.parametrize("path", sorted(SCENARIOS.glob("*.yaml")), ids=lambda p: p.name)
 def test_the_oracle_agrees_with_every_shipped_reach_and_isolate(path):
     """The scenarios' explicit expectations and the derived matrix must never contradict each other."""
     s = load_scenario(path)
-    plan, emu = compile_plan(s)
-    o = Oracle(emu, World.of(s))
+    plan, emu = _compile(s)
+    o = Oracle(emu, world_of(s))
     for want, probes in ((True, s.expect.reach), (False, s.expect.isolate)):
         for probe in probes:
             for answer in answers(o, probe.src, probe.dst) - {None}:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import textwrap
 
+from harness.docker.emulated import compile_scenario
 from harness.loader import parse_scenario
 from harness.plan import AddBridgeVlan, AddLink
 from harness.world import World
 
 
 def world(text: str) -> World:
-    return World.of(parse_scenario(textwrap.dedent(text), "t.yaml"))
+    s = parse_scenario(textwrap.dedent(text), "t.yaml")
+    return World.of(s.topology, compile_scenario(s).vlans)
 
 
 def test_vlans_of_created_networks_make_the_switch_vlan_aware():

@@ -4,8 +4,8 @@
 their `Pool`s, containers with their `Endpoint`s) and turns each `Step` into a `CompiledStep`: the
 operations libnetwork would perform on the kernel, or Docker's error message, verbatim. The emulator is
 transactional (`snapshot`/`restore`) so the engine can roll a command back when the kernel refuses one
-of its operations, as Docker does. `NetworkState`, `ContainerState` and `Endpoint` are what the oracle
-and `harness plan --json` read afterwards.
+of its operations, as Docker does. Its state is made of `harness.docker.state`'s classes, which the
+oracle and `harness plan --json` (`harness.docker.describe`) read afterwards.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import copy
 import hashlib
 import ipaddress
 import random
-from dataclasses import dataclass, field
 
-from harness import ipam
+from harness.docker import ipam
+from harness.docker.profiles import DEFAULT_PROFILE, Profile, get_profile
+from harness.docker.state import ContainerState, Endpoint, HostLink, NetworkState
 from harness.errors import DockerError
 from harness.model import (
     ContainerRemove,
@@ -47,78 +48,12 @@ from harness.plan import (
     SetLink,
     SetSysctl,
 )
-from harness.profiles import DEFAULT_PROFILE, Profile, get_profile
 
 MACVLAN_MODES = ("bridge", "private", "vepa", "passthru")
 IPVLAN_MODES = ("l2", "l3", "l3s")
 IPVLAN_FLAGS = ("bridge", "private", "vepa")
 DRIVERS = ("macvlan", "ipvlan")
 HOST = "host"
-
-
-@dataclass
-class HostLink:
-    name: str
-    kind: str
-    parent: str | None = None
-    vlan_id: int | None = None
-    owner: str = "topology"  # topology | user | <network id>
-
-
-@dataclass
-class Endpoint:
-    network: str
-    ifname: str  # inside the container: eth0, eth1, ...
-    child: str  # the name libnetwork gives it in the host before the move: veth + 7 hex
-    addresses: list[tuple[IPAddress, int]] = field(default_factory=list)  # (address, prefix length)
-    mac: str | None = None
-    gateway4: IPAddress | None = None
-    gateway6: IPAddress | None = None
-    connected_default: bool = False  # ipvlan l3: "default dev eth0"
-
-    def cidrs(self) -> list[str]:
-        return [f"{ip}/{plen}" for ip, plen in self.addresses]
-
-
-@dataclass
-class NetworkState:
-    id: str
-    name: str
-    driver: str
-    mode: str
-    flag: str | None
-    parent: str
-    created_parent: bool
-    internal: bool
-    ipv6: bool
-    pools4: list[ipam.Pool]
-    pools6: list[ipam.Pool]
-    user_subnets4: bool
-    user_subnets6: bool
-    endpoints: dict[str, Endpoint] = field(default_factory=dict)
-
-    @property
-    def pools(self) -> list[ipam.Pool]:
-        return self.pools4 + self.pools6
-
-
-@dataclass
-class ContainerState:
-    name: str
-    id: str
-    running: bool = True
-    transient: bool = False
-    ipv6: bool = False
-    endpoints: list[Endpoint] = field(default_factory=list)
-    interfaces_made: int = 0  # eth0, eth1, ...: never reused after a disconnect, as in Docker
-
-    def endpoint(self, network: str) -> Endpoint | None:
-        return next((e for e in self.endpoints if e.network == network), None)
-
-    def gateway_endpoint(self) -> Endpoint | None:
-        """Docker routes by the endpoint whose network name sorts first among those with a gateway."""
-        providing = [e for e in self.endpoints if e.gateway4 or e.gateway6 or e.connected_default]
-        return min(providing, key=lambda e: e.network) if providing else None
 
 
 def _hex_id(*parts: str) -> str:
@@ -554,58 +489,6 @@ class DockerEmulator:
                 return link.vlan_id
             link = self.host_links.get(link.parent) if link.parent else None
         return None
-
-
-def describe(emulator: DockerEmulator, steps) -> dict:
-    """What Docker would have created, as `harness plan --json` prints it."""
-    networks = []
-    for net in emulator.networks.values():
-        networks.append({
-            "name": net.name,
-            "id": net.id,
-            "driver": net.driver,
-            "mode": net.mode,
-            **({"ipvlan_flag": net.flag} if net.driver == "ipvlan" else {}),
-            "parent": net.parent,
-            "parent_created_by_driver": net.created_parent,
-            "internal": net.internal,
-            "ipv6": net.ipv6,
-            "subnets": [
-                {"subnet": str(p.subnet), "gateway": str(p.gateway) if p.gateway else None,
-                 "ip_range": str(p.ip_range) if p.ip_range else None,
-                 "aux_addresses": {k: str(v) for k, v in p.aux.items()}}
-                for p in net.pools
-            ],
-        })
-    containers = []
-    for c in emulator.history.values():
-        containers.append({
-            "name": c.name,
-            "running": c.name in emulator.containers,
-            "transient": c.transient,
-            "interfaces": [
-                {"name": ep.ifname, "network": ep.network, "addresses": ep.cidrs(), "mac": ep.mac,
-                 "routes": _routes_of(c, ep)}
-                for ep in c.endpoints
-            ],
-        })
-    errors = [{"command": s.step.index, "text": s.step.text, "error": s.error} for s in steps if s.error]
-    return {"networks": networks, "containers": containers, "errors": errors,
-            "host_links": [{"name": link.name, "kind": link.kind, "parent": link.parent, "vlan_id": link.vlan_id,
-                            "created_by": "driver" if link.owner not in ("topology", "user") else link.owner}
-                           for link in emulator.host_links.values()]}
-
-
-def _routes_of(container: ContainerState, ep: Endpoint) -> list[str]:
-    routes = [f"{ipaddress.ip_interface(c).network} dev {ep.ifname}" for c in ep.cidrs()]
-    if container.gateway_endpoint() is ep:
-        if ep.connected_default:
-            routes.insert(0, f"default dev {ep.ifname}")
-        if ep.gateway4:
-            routes.insert(0, f"default via {ep.gateway4} dev {ep.ifname}")
-        if ep.gateway6:
-            routes.append(f"default via {ep.gateway6} dev {ep.ifname}")
-    return routes
 
 
 def default_routes(node: str, ep: Endpoint, ipv6: bool, replace: bool = False) -> list[Op]:

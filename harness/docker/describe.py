@@ -1,0 +1,60 @@
+"""What Docker would have created, as `harness plan --json` prints it (`describe`)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from harness.docker.base import DockerState
+from harness.docker.state import ContainerState, Endpoint
+
+
+def describe(emulator: DockerState, steps) -> dict:
+    """What Docker would have created, as `harness plan --json` prints it."""
+    networks = []
+    for net in emulator.networks.values():
+        networks.append({
+            "name": net.name,
+            "id": net.id,
+            "driver": net.driver,
+            "mode": net.mode,
+            **({"ipvlan_flag": net.flag} if net.driver == "ipvlan" else {}),
+            "parent": net.parent,
+            "parent_created_by_driver": net.created_parent,
+            "internal": net.internal,
+            "ipv6": net.ipv6,
+            "subnets": [
+                {"subnet": str(p.subnet), "gateway": str(p.gateway) if p.gateway else None,
+                 "ip_range": str(p.ip_range) if p.ip_range else None,
+                 "aux_addresses": {k: str(v) for k, v in p.aux.items()}}
+                for p in net.pools
+            ],
+        })
+    containers = []
+    for c in emulator.history.values():
+        containers.append({
+            "name": c.name,
+            "running": c.name in emulator.containers,
+            "transient": c.transient,
+            "interfaces": [
+                {"name": ep.ifname, "network": ep.network, "addresses": ep.cidrs(), "mac": ep.mac,
+                 "routes": _routes_of(c, ep)}
+                for ep in c.endpoints
+            ],
+        })
+    errors = [{"command": s.step.index, "text": s.step.text, "error": s.error} for s in steps if s.error]
+    return {"networks": networks, "containers": containers, "errors": errors,
+            "host_links": [{"name": link.name, "kind": link.kind, "parent": link.parent, "vlan_id": link.vlan_id,
+                            "created_by": "driver" if link.owner not in ("topology", "user") else link.owner}
+                           for link in emulator.host_links.values()]}
+
+
+def _routes_of(container: ContainerState, ep: Endpoint) -> list[str]:
+    routes = [f"{ipaddress.ip_interface(c).network} dev {ep.ifname}" for c in ep.cidrs()]
+    if container.gateway_endpoint() is ep:
+        if ep.connected_default:
+            routes.insert(0, f"default dev {ep.ifname}")
+        if ep.gateway4:
+            routes.insert(0, f"default via {ep.gateway4} dev {ep.ifname}")
+        if ep.gateway6:
+            routes.append(f"default via {ep.gateway6} dev {ep.ifname}")
+    return routes
