@@ -1,11 +1,22 @@
-"""What every backend offers, and the registry that finds one by name.
+"""What every backend offers, the two kinds of backend, and the registry that finds one by name.
 
-A `Backend` reports `Capability`s (which kernel features it can create) and opens a `Session` per
-scenario. A `Session` applies plan operations one at a time (raising `harness.errors.KernelError` when
-the kernel refuses one), runs an argv inside a node (`run`, `run_many` concurrently) returning a
-`CommandResult`, and starts background processes (`spawn`, a context manager yielding a
-`BackgroundProcess`). Everything it created is undone when the session closes, on every path.
-`get_backend(name)` returns a registered backend; an unknown name lists the valid ones.
+Every `Backend` says whether it can run here (`available`, cheap and side-effect free: no download, no
+boot), which kernel features it can create (`capabilities`, equally cheap or cached), and does its slow
+one-time work (a kernel download, an image build) only when asked, in `prepare`. A backend is one of
+two declared kinds:
+
+- a `SessionBackend` (`kind = "session"`: netns, dry-run, docker) opens a `Session` per scenario and
+  names the Docker under test in it (`docker(compiled, session)`: the emulation, or a real engine); the
+  engine builds the world in the session, has that Docker execute the commands, and observes. A `Session` applies plan
+  operations one at a time (raising `harness.errors.KernelError` when the kernel refuses one), runs an
+  argv inside a node (`run`, `run_many` concurrently) returning a `CommandResult`, and starts background
+  processes (`spawn`). Everything it created is undone when the session closes, on every path. A session
+  that creates nothing (dry-run) says so: `observes = False`.
+- a `BatchBackend` (`kind = "batch"`: vm, vagrant) runs a whole list of scenarios per boot elsewhere and
+  returns their results (`run_batch`).
+
+`get_backend(name)` returns a registered backend, checked against its declared kind; an unknown name lists
+the valid ones.
 """
 
 from __future__ import annotations
@@ -14,37 +25,16 @@ import importlib
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
-from harness.errors import BackendUnavailable, CommandFailed
+from harness.errors import BackendUnavailable
 from harness.plan import FEATURES, Op
+from harness.proc import BackgroundProcess, CommandResult
 
+__all__ = ["BATCH", "SESSION", "Backend", "BackgroundProcess", "BatchBackend", "Capability", "CommandResult",
+           "Session", "SessionBackend", "backend_names", "get_backend", "unavailable_everywhere"]
 
-@dataclass(frozen=True)
-class CommandResult:
-    """The outcome of one argv run inside a node: `Outcome(exit_code, out, err, start, end)`."""
-
-    node: str
-    argv: tuple[str, ...]
-    exit_code: int
-    stdout: str
-    stderr: str
-    start: float = 0.0
-    end: float = 0.0
-    timed_out: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out
-
-    @property
-    def command(self) -> str:
-        return " ".join(self.argv)
-
-    def assert_success(self) -> CommandResult:
-        if not self.ok:
-            raise CommandFailed(self.argv, self.exit_code, self.stdout, self.stderr, where=self.node)
-        return self
+SESSION, BATCH = "session", "batch"
 
 
 @dataclass(frozen=True)
@@ -54,15 +44,10 @@ class Capability:
     detail: str = ""
 
 
-class BackgroundProcess(Protocol):
-    pid: int
-
-    def output(self) -> tuple[str, str]: ...
-
-
 @runtime_checkable
 class Session(Protocol):
     kernel: str
+    observes: bool  # False: nothing is created, so there is nothing to observe (dry-run)
 
     def apply(self, op: Op) -> None: ...
 
@@ -75,19 +60,47 @@ class Session(Protocol):
     def physical_name(self, node: str) -> str: ...
 
 
+@runtime_checkable
 class Backend(Protocol):
     name: str
     description: str
+    kind: ClassVar[str]  # SESSION or BATCH
 
     def available(self) -> str | None:
-        """None when the backend can run here, else the reason it cannot."""
+        """None when the backend can run here, else the reason it cannot. Cheap, no side effect."""
         ...
 
-    def capabilities(self) -> dict[str, Capability]: ...
+    def capabilities(self) -> dict[str, Capability]:
+        """What its kernel can create. Cheap or cached; never downloads or builds anything."""
+        ...
 
     def kernel_release(self) -> str: ...
 
-    def session(self, label: str) -> AbstractContextManager[Session]: ...
+    def prepare(self) -> str:
+        """Do the slow one-time work (downloads, image builds) now; says what is ready."""
+        ...
+
+
+@runtime_checkable
+class SessionBackend(Backend, Protocol):
+    def session(self, label: str) -> AbstractContextManager[Session]:
+        """A fresh world for one scenario, labelled with its name (owner records, leftovers)."""
+        ...
+
+    def docker(self, compiled, session: Session):
+        """The Docker under test in this session (harness.docker.base.DockerUnderTest): the emulation,
+        whose operations the session applies, or a real engine the backend started."""
+        ...
+
+
+@runtime_checkable
+class BatchBackend(Backend, Protocol):
+    def run_batch(self, scenarios, profile: str, matrix: bool = True) -> list:
+        """Every scenario run in one boot elsewhere; one `ScenarioResult` per scenario, in order."""
+        ...
+
+
+_KINDS = {SESSION: SessionBackend, BATCH: BatchBackend}
 
 
 def unavailable_everywhere(reason: str) -> dict[str, Capability]:
@@ -105,15 +118,12 @@ _REGISTRY: dict[str, str] = {
 }
 
 
-def register(name: str, target: str) -> None:
-    _REGISTRY[name] = target
-
-
 def backend_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_backend(name: str, **options) -> Backend:
+def backend_class(name: str) -> type:
+    """The registered class, checked against the kind it declares (a mismatch is a harness bug)."""
     try:
         target = _REGISTRY[name]
     except KeyError:
@@ -121,43 +131,23 @@ def get_backend(name: str, **options) -> Backend:
         raise BackendUnavailable(f"unknown backend {name!r}; valid backends: {valid}") from None
     module_name, _, cls_name = target.partition(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
-    return cls(**options)
+    kind = getattr(cls, "kind", None)
+    protocol = _KINDS.get(kind)
+    if protocol is None:
+        raise TypeError(f"backend {name!r} ({target}) declares kind {kind!r}; expected one of {sorted(_KINDS)}")
+    other = [k for k, p in _KINDS.items() if k != kind and _has_methods(cls, p, Backend)]
+    if not _has_methods(cls, protocol, Backend) or other:
+        raise TypeError(f"backend {name!r} ({target}) declares kind {kind!r} but does not implement exactly "
+                        f"{protocol.__name__}")
+    return cls
 
 
-# -- batch backends (vm, vagrant): scenario files go in, the guest's JSON records come back ---------------
+def _has_methods(cls: type, protocol: type, base: type) -> bool:
+    own = {n for n in vars(protocol) if not n.startswith("_") and callable(getattr(protocol, n, None))}
+    common = {n for n in vars(base) if not n.startswith("_") and callable(getattr(base, n, None))}
+    return all(callable(getattr(cls, n, None)) for n in own | common)
 
 
-def stage_scenarios(scenarios, directory, guest_dir: str) -> list[str]:
-    """Copy scenario files into `directory` (numbered: two files may share a name); their guest paths."""
-    import shutil
-    from pathlib import Path
+def get_backend(name: str, **options) -> Backend:
+    return backend_class(name)(**options)
 
-    paths = []
-    for i, s in enumerate(scenarios):
-        name = f"{i:03d}-{Path(s.path).name}"
-        shutil.copyfile(s.path, Path(directory) / name)
-        paths.append(f"{guest_dir}/{name}")
-    return paths
-
-
-def adopt_records(scenarios, guest_paths, records, backend: str, kernel: str, missing):
-    """The guest's JSON records as results for this machine: host paths, this backend, the guest kernel.
-
-    `missing(scenario)` makes the result for a scenario the guest returned no record for.
-    """
-    from dataclasses import replace
-
-    from harness.results import ScenarioResult
-
-    by_path = {r.get("path"): r for r in records if isinstance(r, dict)}
-    out = []
-    for s, guest_path in zip(scenarios, guest_paths):
-        record = by_path.get(guest_path)
-        if record is None:
-            out.append(missing(s))
-            continue
-        result = ScenarioResult.from_dict(record)
-        # Point every location back at the file on this machine, not its copy in the guest.
-        checks = [replace(c, location=c.location.replace(guest_path, s.path)) for c in result.checks]
-        out.append(replace(result, path=s.path, backend=backend, kernel=kernel or result.kernel, checks=checks))
-    return out
