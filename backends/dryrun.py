@@ -12,7 +12,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from backends.base import Capability, CommandResult
+from backends.base import SESSION, BackgroundProcess, Capability, CommandResult
+from harness.docker.emulated import CompiledScenario, EmulatedDocker
 from harness.plan import FEATURES, Op, render
 
 
@@ -34,7 +35,8 @@ class DryRunSession:
         return [self.run(node, argv, timeout) for node, argv in jobs]
 
     @contextmanager
-    def spawn(self, node: str, argv: Sequence[str]) -> Iterator[object]:
+    def spawn(self, node: str, argv: Sequence[str]) -> Iterator[BackgroundProcess | None]:
+        """Records the command; nothing starts, so there is no process to hand back (None)."""
         self.commands.append(f"ip netns exec {node} {' '.join(argv)} &")
         yield None
 
@@ -45,6 +47,7 @@ class DryRunSession:
 class DryRunBackend:
     name = "dry-run"
     description = "renders the plan as `ip` commands; creates nothing, observes nothing"
+    kind = SESSION
 
     def available(self) -> str | None:
         return None
@@ -54,6 +57,13 @@ class DryRunBackend:
 
     def kernel_release(self) -> str:
         return platform.release()
+
+    def prepare(self) -> str:
+        return "nothing to prepare: the dry run only renders commands"
+
+    def docker(self, compiled: CompiledScenario, session) -> EmulatedDocker:
+        """The Docker under test here: the emulation, whose plan operations the session applies."""
+        return EmulatedDocker(compiled, session)
 
     @contextmanager
     def session(self, label: str) -> Iterator[DryRunSession]:

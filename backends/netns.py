@@ -4,33 +4,37 @@
 in a throwaway namespace) and opens a `NetnsSession` per scenario. The session maps logical nodes
 (`up`, `rt`, `host`, containers) to namespaces named `hx<run><worker><seq>-<node>` (at most 15
 characters), applies each plan operation over netlink and pushes its undo onto an ExitStack at once, runs
-argv lists inside a node with `nsenter --net=` (`run`, `run_many`), and starts background processes
-(`spawn`). Nothing is ever created in the machine's root namespace; `clean_leftovers` removes, by prefix
-only, whatever a killed run left behind.
+argv lists inside a node (`run`, `run_many`) and starts background processes (`spawn`), both through
+`harness.proc`, which enters the node's namespace between fork and exec. Nothing is ever created in the
+machine's root namespace.
+
+Each session writes an owner record, `/run/harness/<prefix>.pid`: a small JSON document naming the
+process (its PID and its start time from /proc/<pid>/stat, so that a reused PID is not taken for the
+owner), the scenario (the session's label) and when it started. `clean_leftovers` removes, by prefix
+only, the namespaces whose owner is gone, and names the owner of every namespace it keeps.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import os
 import platform
 import re
-import secrets
-import signal
-import subprocess
-import tempfile
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import lru_cache
 
 from pyroute2 import IPRoute, NetlinkError, netns
 from pyroute2.netlink.rtnl.ifinfmsg.plugins import ipvlan as _ipvlan_plugin
 
-from backends.base import Capability, CommandResult, unavailable_everywhere
+from backends.base import SESSION, BackgroundProcess, Capability, CommandResult, unavailable_everywhere
+from harness import proc
+from harness.docker.emulated import CompiledScenario, EmulatedDocker
 from harness.errors import BackendUnavailable, KernelError
 from harness.plan import (
     FEATURES,
@@ -46,49 +50,19 @@ from harness.plan import (
     SetLink,
     SetSysctl,
 )
+from harness.runid import PREFIX, next_prefix, run_id, worker_char
 
 # pyroute2 knows IFLA_IPVLAN_MODE but not IFLA_IPVLAN_FLAGS (bridge/private/vepa, Linux 4.15+).
 if len(_ipvlan_plugin.ipvlan.nla_map) == 2:
     _ipvlan_plugin.ipvlan.nla_map = (*_ipvlan_plugin.ipvlan.nla_map, ("IFLA_IPVLAN_FLAGS", "uint16"))
 
 NETNS_DIR = "/run/netns"
-OWNERS_DIR = "/run/harness"  # <prefix>.pid: which live process owns the namespaces of a prefix
-PREFIX = "hx"
-LEFTOVER = re.compile(r"^hx[0-9a-f]{4}[0-9a-z]{2}-")
+OWNERS_DIR = "/run/harness"  # <prefix>.pid: the owner record of a prefix's namespaces (see `_claim`)
+LEFTOVER = re.compile(rf"^{PREFIX}[0-9a-f]{{4}}[0-9a-z]{{2}}-")
 IFA_F_NODAD = 0x02
 CLONE_NEWNET = 0x40000000
 IPVLAN_MODES = {"l2": 0, "l3": 1, "l3s": 2}
 IPVLAN_FLAGS = {"bridge": 0, "private": 1, "vepa": 2}
-
-
-def _worker_char() -> str:
-    """pytest-xdist's worker id (gw0, gw1, ...) as one character, so parallel workers never collide."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    digits = "".join(c for c in worker if c.isdigit())
-    if not digits:
-        return "m"
-    return "0123456789abcdefghijklmnopqrstuvwxyz"[int(digits) % 36]
-
-
-def run_id() -> str:
-    """Four hex characters shared by a whole run (the pytest plugin sets HARNESS_RUN_ID for all workers)."""
-    rid = os.environ.get("HARNESS_RUN_ID", "")
-    if not re.fullmatch(r"[0-9a-f]{4}", rid):
-        rid = secrets.token_hex(2)
-        os.environ["HARNESS_RUN_ID"] = rid
-    return rid
-
-
-_session_counter = 0
-_counter_lock = threading.Lock()
-
-
-def _next_prefix() -> str:
-    global _session_counter
-    with _counter_lock:
-        _session_counter += 1
-        seq = "0123456789abcdefghijklmnopqrstuvwxyz"[_session_counter % 36]
-    return f"{PREFIX}{run_id()}{_worker_char()}{seq}"
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -119,41 +93,9 @@ def _in_namespace(name: str, fn):
     return box.get("value")
 
 
-def _setns_or_fail(fd: int) -> None:
-    """In a forked child, before exec: enter the network namespace open on fd."""
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns into the node's network namespace: {os.strerror(err)}")
-
-
 def _write_sysctl(key: str, value: str) -> None:
     with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
         f.write(value)
-
-
-@dataclass
-class _Proc:
-    """A background process; its output goes to files, so a chatty server never blocks on a full pipe."""
-
-    pid: int
-    popen: subprocess.Popen
-    stdout_path: str
-    stderr_path: str
-    final: tuple[str, str] | None = None  # kept when the files go, at the end of the spawn block
-
-    def output(self) -> tuple[str, str]:
-        """What it printed so far (complete once the spawn block has exited)."""
-        if self.final is not None:
-            return self.final
-        return _read_text(self.stdout_path), _read_text(self.stderr_path)
-
-
-def _read_text(path: str) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()
-    except FileNotFoundError:
-        return ""
 
 
 @dataclass
@@ -329,98 +271,136 @@ class NetnsSession:
 
     # -- commands -------------------------------------------------------------------------------------
 
-    def _popen(self, node: str, argv: Sequence[str], stdout=subprocess.PIPE, stderr=subprocess.PIPE) -> subprocess.Popen:
-        """Start argv inside the node's namespace with a single exec (every exec is slow under TCG)."""
+    def _job(self, node: str, argv: Sequence[str]) -> proc.Job:
+        """argv inside the node's namespace, with a single exec (every exec is slow under TCG)."""
         phys = self.physical_name(node)
-        options = dict(stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, text=True, start_new_session=True)
         if argv and argv[0] == "ip":
-            return subprocess.Popen(["ip", "-n", phys, *argv[1:]], **options)  # iproute2 enters it itself
-        fd = os.open(os.path.join(NETNS_DIR, phys), os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            # The child enters the namespace between fork and exec: what `nsenter --net=` does, minus
-            # the extra exec of nsenter itself.
-            return subprocess.Popen(list(argv), pass_fds=(fd,), preexec_fn=lambda: _setns_or_fail(fd), **options)
-        finally:
-            os.close(fd)
+            return proc.Job(["ip", "-n", phys, *argv[1:]], node=node)  # iproute2 enters it itself
+        return proc.Job(argv, node=node, netns=os.path.join(NETNS_DIR, phys))
 
     def run(self, node: str, argv: Sequence[str], timeout: float = 10.0) -> CommandResult:
         return self.run_many([(node, argv)], timeout)[0]
 
     def run_many(self, jobs: Sequence[tuple[str, Sequence[str]]], timeout: float = 10.0) -> list[CommandResult]:
-        """Run every job at once and wait for all: concurrent probes cost one timeout, not one each."""
-        started = []
-        for node, argv in jobs:
-            start = time.time()
-            proc = self._popen(node, argv)
-            started.append((node, tuple(argv), proc, start))
-        deadline = time.monotonic() + timeout
-        results = []
-        for node, argv, proc, start in started:
-            timed_out = False
-            try:
-                out, err = proc.communicate(timeout=max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                _kill(proc)
-                out, err = proc.communicate()
-            results.append(CommandResult(node, argv, proc.returncode if not timed_out else -signal.SIGKILL,
-                                         out, err, start, time.time(), timed_out))
-        return results
+        """Run every job at once and wait for all: concurrent probes cost one timeout, not one each.
+
+        A program that cannot start is a result with exit code 127; a job past the deadline is killed with
+        its process group and marked `timed_out`. An unknown node raises KeyError before anything starts.
+        """
+        return proc.run_many([self._job(node, argv) for node, argv in jobs], timeout)
 
     @contextmanager
-    def spawn(self, node: str, argv: Sequence[str]) -> Iterator[_Proc]:
-        with tempfile.TemporaryDirectory(prefix="hxspawn-") as tmp:
-            out_path, err_path = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
-            with open(out_path, "w") as out, open(err_path, "w") as err:
-                proc = self._popen(node, argv, stdout=out, stderr=err)
-            handle = _Proc(proc.pid, proc, out_path, err_path)
-            try:
-                yield handle
-            finally:
-                _kill(proc, gentle=True)
-                handle.final = handle.output()
+    def spawn(self, node: str, argv: Sequence[str]) -> Iterator[BackgroundProcess]:
+        """A background process in the node, ended (TERM, then KILL, with its group) when the block exits.
+
+        Its output goes to files while it runs and stays readable (`output()`) after the block."""
+        job = self._job(node, argv)
+        with proc.spawn(job.argv, node=node, netns=job.netns, gentle=True) as handle:
+            yield handle
 
 
-def _kill(proc: subprocess.Popen, gentle: bool = False) -> None:
-    """End a process this backend started (by its own PID), gently first when asked."""
-    if proc.poll() is not None:
-        return
-    if gentle:
-        proc.terminate()
-        try:
-            proc.wait(timeout=2)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-    proc.kill()
-    proc.wait()
+# -- owner records ---------------------------------------------------------------------------------------
 
 
-def _claim(prefix: str) -> None:
+@dataclass(frozen=True)
+class Owner:
+    """Who owns a prefix's namespaces: a process (PID and start time) running one scenario."""
+
+    pid: int
+    scenario: str = ""  # the session's label; empty in an old plain-PID record
+    started: str = ""  # ISO 8601, when the record was written
+    starttime: int | None = None  # /proc/<pid>/stat field 22, clock ticks after boot; None: not recorded
+
+    def describe(self) -> str:
+        return f"scenario {self.scenario}, pid {self.pid}" if self.scenario else f"pid {self.pid}"
+
+
+def _record_path(prefix: str) -> str:
+    return os.path.join(OWNERS_DIR, f"{prefix}.pid")
+
+
+def _process_start(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat (when the process started, in clock ticks after boot); None if it is
+    gone or a zombie (dead, only not yet reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # Field 2, the command name, is in parentheses and may itself hold spaces and parentheses.
+    rest = stat[stat.rfind(")") + 2:].split()
+    if not rest or rest[0] in ("Z", "X"):  # field 3: the state
+        return None
+    try:
+        return int(rest[22 - 3])
+    except (IndexError, ValueError):
+        return None
+
+
+def _claim(prefix: str, label: str) -> None:
     """Record this process as the owner of `prefix`'s namespaces, so `harness clean` leaves them alone."""
-    os.makedirs(OWNERS_DIR, exist_ok=True)
-    with open(os.path.join(OWNERS_DIR, f"{prefix}.pid"), "w") as f:
-        f.write(str(os.getpid()))
+    pid = os.getpid()
+    record = {"pid": pid, "scenario": label, "started": datetime.now(UTC).isoformat(timespec="seconds"),
+              "starttime": _process_start(pid)}
+    path = _record_path(prefix)
+    temporary = f"{path}.{pid}.tmp"
+    for attempt in range(3):
+        try:
+            os.makedirs(OWNERS_DIR, exist_ok=True)
+            # Written whole, then renamed: a concurrent `harness clean` never reads half a record.
+            with open(temporary, "w") as f:
+                json.dump(record, f)
+            os.replace(temporary, path)
+            return
+        except FileNotFoundError:  # another run's _release removed the empty directory just now
+            if attempt == 2:
+                raise
 
 
 def _release(prefix: str) -> None:
     try:
-        os.unlink(os.path.join(OWNERS_DIR, f"{prefix}.pid"))
+        os.unlink(_record_path(prefix))
         os.rmdir(OWNERS_DIR)  # only succeeds when no other run owns anything: nothing left behind
     except OSError:
         pass
 
 
-def _owner_alive(prefix: str) -> int | None:
-    """The PID of the live process that owns `prefix`, or None (no marker, or its process is gone)."""
+def _read_owner(prefix: str) -> Owner | None:
+    """The owner record of `prefix` as written, alive or not; None when there is none or it is unreadable.
+
+    Old records hold only a PID and are still understood (without the start time check)."""
     try:
-        with open(os.path.join(OWNERS_DIR, f"{prefix}.pid")) as f:
-            pid = int(f.read().strip() or 0)
-    except (FileNotFoundError, ValueError):
+        with open(_record_path(prefix)) as f:
+            text = f.read().strip()
+    except OSError:
         return None
-    if pid <= 0 or not os.path.exists(f"/proc/{pid}"):
+    try:
+        data = json.loads(text)
+    except ValueError:
         return None
-    return pid
+    if isinstance(data, int) and not isinstance(data, bool):  # an old plain-PID record
+        return Owner(data) if data > 0 else None
+    if not isinstance(data, dict):
+        return None
+    pid, starttime = data.get("pid"), data.get("starttime")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
+    return Owner(pid, str(data.get("scenario") or ""), str(data.get("started") or ""),
+                 starttime if isinstance(starttime, int) and not isinstance(starttime, bool) else None)
+
+
+def _live_owner(prefix: str) -> Owner | None:
+    """The owner of `prefix` if it still runs: its PID is alive and, when recorded, started when the record
+    says (else the PID was reused by another process and the owner is gone)."""
+    owner = _read_owner(prefix)
+    if owner is None:
+        return None
+    now = _process_start(owner.pid)
+    if now is None:
+        return None
+    if owner.starttime is not None and owner.starttime != now:
+        return None
+    return owner
 
 
 def _remove_netns(name: str) -> None:
@@ -448,9 +428,9 @@ _PROBES: dict[str, dict] = {
 def probe_capabilities() -> dict[str, Capability]:
     """Create one link of each kind in a throwaway namespace; what the kernel refuses is missing."""
     caps: dict[str, Capability] = {}
-    prefix = f"{PREFIX}{run_id()}{_worker_char()}z"
+    prefix = f"{PREFIX}{run_id()}{worker_char()}z"
     name = f"{prefix}-probe"
-    _claim(prefix)
+    _claim(prefix, "capability probe")
     try:
         netns.create(name)  # inside the try: an interrupt during create must not leak the namespace
         with IPRoute(netns=name) as ipr:
@@ -500,19 +480,22 @@ def _probe_vlan_filtering(ipr: IPRoute) -> Capability:
         return Capability(feature, False, f"probing {feature} failed: {os.strerror(exc.code)}")
 
 
-def clean_leftovers() -> tuple[list[str], list[str]]:
+def clean_leftovers(match: str = PREFIX) -> tuple[list[str], list[str]]:
     """Remove namespaces a killed run left behind, by the harness prefix only.
 
     Namespaces whose owner (see `_claim`) is still running belong to a live run (another shell, a
-    pytest-xdist worker) and are kept. Returns (removed, kept).
+    pytest-xdist worker) and are kept. Returns (removed, kept): namespace names, each kept one followed
+    by whose it is, e.g. "hx1234m1-host (scenario macvlan-bridge, pid 4242)". `match` narrows the names
+    further (a test cleaning only its own run's).
     """
     removed, kept = [], []
     for name in sorted(os.listdir(NETNS_DIR)) if os.path.isdir(NETNS_DIR) else []:
-        if not LEFTOVER.match(name):
+        if not LEFTOVER.match(name) or not name.startswith(match):
             continue
         prefix = name.split("-", 1)[0]
-        if _owner_alive(prefix) is not None:
-            kept.append(name)
+        owner = _live_owner(prefix)
+        if owner is not None:
+            kept.append(f"{name} ({owner.describe()})")
             continue
         _remove_netns(name)
         _release(prefix)
@@ -523,6 +506,7 @@ def clean_leftovers() -> tuple[list[str], list[str]]:
 class NetnsBackend:
     name = "netns"
     description = "network namespaces on this machine's kernel, configured with pyroute2 (needs root)"
+    kind = SESSION
 
     def available(self) -> str | None:
         if os.geteuid() != 0:
@@ -540,15 +524,27 @@ class NetnsBackend:
     def kernel_release(self) -> str:
         return platform.release()
 
+    def prepare(self) -> str:
+        """Nothing to download or build: namespaces are made per session."""
+        reason = self.available()
+        if reason:
+            raise BackendUnavailable(reason)
+        return f"nothing to prepare: network namespaces on this machine's kernel ({self.kernel_release()})"
+
+    def docker(self, compiled: CompiledScenario, session) -> EmulatedDocker:
+        """The Docker under test here: the emulation, whose plan operations the session applies."""
+        return EmulatedDocker(compiled, session)
+
     @contextmanager
     def session(self, label: str) -> Iterator[NetnsSession]:
+        """A fresh set of namespaces for one scenario; `label` (its name) goes into the owner record."""
         reason = self.available()
         if reason:
             raise BackendUnavailable(reason)
         os.makedirs(NETNS_DIR, exist_ok=True)
         with ExitStack() as stack:
-            session = NetnsSession(prefix=_next_prefix(), stack=stack)
-            _claim(session.prefix)
+            session = NetnsSession(prefix=next_prefix(), stack=stack)
+            _claim(session.prefix, label)
             stack.callback(_release, session.prefix)
             try:
                 yield session

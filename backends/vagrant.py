@@ -19,10 +19,15 @@ in the directory of `vagrant/Vagrantfile`):
 
 The box's JSON records come back as `ScenarioResult`s whose paths point at the files on this machine,
 marked with backend `vagrant` and the box's kernel release. A step that fails turns every scenario of
-the batch into an error naming the command, its exit code and its stderr. `capabilities()` asks the
-running box's kernel once per instance; it does not boot a stopped box (`harness doctor` must stay
-quick), it reports Vagrant's reason instead. Batches on one Vagrant directory take turns behind a file
-lock, since Vagrant refuses two actions on one machine at once.
+the batch into an error naming the command, its exit code and its stderr.
+
+`available()` only looks for the executable and the Vagrantfile. `prepare()` is `vagrant up` (the first
+one downloads and provisions the box). `capabilities()` and `kernel_release()` ask the box once per
+instance, answer included when it is Vagrant's reason for not answering (a stopped box): they never boot
+it (`harness doctor` must stay quick); a successful `vagrant up` (`prepare`, a batch) makes them ask
+again. Every `vagrant` command runs through `harness.proc` (its process group killed at the deadline).
+Batches on one Vagrant directory take turns behind a file lock, since Vagrant refuses two actions on one
+machine at once.
 """
 
 from __future__ import annotations
@@ -33,18 +38,18 @@ import os
 import secrets
 import shlex
 import shutil
-import signal
-import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from filelock import FileLock
 
-from backends.base import Capability, CommandResult, adopt_records, stage_scenarios, unavailable_everywhere
+from backends.base import BATCH, Capability, CommandResult, unavailable_everywhere
+from backends.batch import adopt_records, stage_scenarios
+from harness import proc, runid
+from harness.docker.profiles import DEFAULT_PROFILE
 from harness.errors import BackendUnavailable
 from harness.model import Scenario
-from harness.profiles import DEFAULT_PROFILE
 from harness.results import ERROR, SKIP, ScenarioResult
 
 log = logging.getLogger(__name__)
@@ -70,7 +75,7 @@ TAIL = 3000  # characters of a failed command's output kept in a result's reason
 class VagrantBackend:
     name = "vagrant"
     description = "a Debian 12 Vagrant box (libvirt or VirtualBox); runs the namespace backend inside it over `vagrant ssh`"
-    batch = True
+    kind = BATCH
 
     def __init__(self, vagrant_dir: str | os.PathLike | None = None, vagrant: str | None = None,
                  halt_after: bool = False):
@@ -78,6 +83,7 @@ class VagrantBackend:
         self.vagrant_dir = Path(vagrant_dir).absolute() if vagrant_dir else DEFAULT_VAGRANT_DIR
         self.executable = vagrant or os.environ.get(ENV_EXECUTABLE) or "vagrant"
         self.halt_after = halt_after
+        # What the box answered (or Vagrant's reason it did not), asked once; forgotten by a successful `up`.
         self._caps: dict[str, Capability] | None = None
         self._kernel: str | None = None
 
@@ -96,13 +102,14 @@ class VagrantBackend:
         return None
 
     def kernel_release(self) -> str:
+        """The box's kernel release, asked once (a stopped box: "unknown" until a `vagrant up`)."""
         if self._kernel is None and self.available() is None:
             result = self._vagrant("ssh", "-c", "uname -r", timeout=SSH_TIMEOUT)
-            if result.ok and result.stdout.strip():
-                self._kernel = result.stdout.strip().splitlines()[-1]
+            self._kernel = result.stdout.strip().splitlines()[-1] if result.ok and result.stdout.strip() else ""
         return self._kernel or "unknown"
 
     def capabilities(self) -> dict[str, Capability]:
+        """What the box's kernel can create, asked once; it never boots a stopped box."""
         if self._caps is not None:
             return self._caps
         reason = self.available()
@@ -115,14 +122,33 @@ class VagrantBackend:
         except json.JSONDecodeError:
             data = None
         if not isinstance(data, dict):
-            # Not cached: a stopped box is the usual cause, and the next batch brings it up.
-            why = f"cannot ask the Vagrant box: {self._failure(result)}"
-            return unavailable_everywhere(why)
-        self._caps = {f: Capability(f, bool(v["available"]), v.get("detail", "")) for f, v in data.items()}
+            # A stopped box is the usual cause; kept until a `vagrant up` (prepare, a batch) succeeds.
+            self._caps = unavailable_everywhere(f"cannot ask the Vagrant box: {self._failure(result)}")
+        else:
+            self._caps = {f: Capability(f, bool(v["available"]), v.get("detail", "")) for f, v in data.items()}
         return self._caps
 
-    def session(self, label: str):
-        raise BackendUnavailable("the vagrant backend runs scenarios in batches (one box for many): use run_batch")
+    def prepare(self) -> str:
+        """`vagrant up`: creates and provisions the box the first time (slow), else starts or keeps it."""
+        reason = self.available()
+        if reason:
+            raise BackendUnavailable(reason)
+        with self._lock():
+            up = self._vagrant("up", timeout=UP_TIMEOUT)
+            if not up.ok:
+                raise BackendUnavailable(f"vagrant step failed: {self._failure(up)}")
+            self._box_is_up()
+        return f"Vagrant box in {self.vagrant_dir} is up (kernel {self.kernel_release()})"
+
+    def _box_is_up(self) -> None:
+        """What was asked of a stopped box is stale now: ask again."""
+        self._caps = None
+        self._kernel = None
+
+    def _lock(self) -> FileLock:
+        # .vagrant/ is Vagrant's own state directory for this Vagrantfile: the lock sits with the machine.
+        (self.vagrant_dir / ".vagrant").mkdir(exist_ok=True)
+        return FileLock(str(self.vagrant_dir / ".vagrant" / "harness-batch.lock"))
 
     # -- the batch ----------------------------------------------------------------------------------
 
@@ -134,15 +160,13 @@ class VagrantBackend:
         reason = self.available()
         if reason:
             return [_result(s, "unknown", reason, status=SKIP) for s in scenarios]
-        # .vagrant/ is Vagrant's own state directory for this Vagrantfile: the lock sits with the machine.
-        (self.vagrant_dir / ".vagrant").mkdir(exist_ok=True)
-        with FileLock(str(self.vagrant_dir / ".vagrant" / "harness-batch.lock")):
+        with self._lock():
             return self._locked_batch(scenarios, profile, matrix)
 
     def _locked_batch(self, scenarios: Sequence[Scenario], profile: str, matrix: bool) -> list[ScenarioResult]:
         t0 = time.monotonic()
         self.staging_dir.mkdir(exist_ok=True)
-        run_dir = self.staging_dir / f"run-{os.environ.get('HARNESS_RUN_ID', '')}{secrets.token_hex(4)}"
+        run_dir = self.staging_dir / f"run-{runid.run_id()}{secrets.token_hex(4)}"
         run_dir.mkdir()
         guest_dir = f"{GUEST_ROOT}/{STAGING}/{run_dir.name}"
         box_touched = guest_touched = False
@@ -154,6 +178,7 @@ class VagrantBackend:
             up = self._vagrant("up", timeout=UP_TIMEOUT)
             if not up.ok:
                 return self._failed(scenarios, up)
+            self._box_is_up()
             up_seconds = up.end - up.start
             guest_touched = True  # an interrupted rsync may already have copied part of the run
             sync = self._vagrant("rsync", timeout=RSYNC_TIMEOUT)
@@ -204,37 +229,14 @@ class VagrantBackend:
     # -- commands -----------------------------------------------------------------------------------
 
     def _vagrant(self, *args: str, timeout: float) -> CommandResult:
-        """`vagrant ARGS` in the Vagrant directory, its whole process group killed at the deadline."""
-        argv = (self.executable, *args)
+        """`vagrant ARGS` in the Vagrant directory, its whole process group killed at the deadline.
+
+        Vagrant starts ssh, rsync and provider tools: `harness.proc` gives it a process group of its own
+        and kills the group on a timeout, an exception or Ctrl-C. A missing executable is exit 127."""
         env = {**os.environ,
                "VAGRANT_NO_COLOR": "1",  # the output goes into result reasons, not a terminal
                "VAGRANT_CHECKPOINT_DISABLE": "1"}  # no version check over the network on every call
-        start = time.time()
-        try:
-            # Own session: Vagrant starts ssh, rsync and provider tools; a timeout must stop them all.
-            proc = subprocess.Popen(argv, cwd=self.vagrant_dir, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                    start_new_session=True)
-        except OSError as exc:
-            return CommandResult("vagrant", argv, 127, "", str(exc), start, time.time())
-        try:
-            out, err = proc.communicate(timeout=timeout)
-            return CommandResult("vagrant", argv, proc.returncode, out, err, start, time.time())
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            try:
-                out, err = proc.communicate(timeout=5)
-            except subprocess.TimeoutExpired:  # a daemon that left the group (an ssh master) holds the pipes
-                proc.stdout.close()
-                proc.stderr.close()
-                proc.wait()
-                out, err = "", ""
-            return CommandResult("vagrant", argv, -signal.SIGKILL, out or "", err or "", start, time.time(),
-                                 timed_out=True)
-        except BaseException:  # Ctrl-C or SIGTERM: leave no Vagrant behind us
-            _kill_group(proc)
-            proc.wait()
-            raise
+        return proc.run((self.executable, *args), cwd=self.vagrant_dir, env=env, timeout=timeout, node="vagrant")
 
     def _cleanup_guest(self, guest_dir: str) -> None:
         # Also removed by the next `vagrant rsync` (--delete), but a stopped box would keep it until then.
@@ -259,17 +261,8 @@ def _guest_harness(*args: str) -> str:
     """The harness as root in the box, from the synced project, as one remote shell command line."""
     # sudo resets the environment: pass the terminal settings (rich must not guess) and the run id
     # (so the box's namespace names show which run made them) explicitly.
-    env = ["TERM=dumb", "COLUMNS=160"]
-    if os.environ.get("HARNESS_RUN_ID"):
-        env.append(f"HARNESS_RUN_ID={os.environ['HARNESS_RUN_ID']}")
+    env = ["TERM=dumb", "COLUMNS=160", *(f"{k}={v}" for k, v in runid.child_env().items())]
     return f"cd {GUEST_ROOT} && " + shlex.join(["sudo", "env", *env, "python3", "-m", "harness", *args])
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _result(scenario: Scenario, kernel: str, reason: str, status: str = ERROR) -> ScenarioResult:

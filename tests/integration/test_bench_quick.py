@@ -11,7 +11,9 @@ import shutil
 
 import pytest
 
-from harness import bench, report
+from harness import bench
+from harness.bench import report
+from harness.bench.document import validate_document
 
 pytestmark = [
     pytest.mark.root,
@@ -37,7 +39,7 @@ def quick_run(tmp_path_factory):
 
 def test_quick_bench_measures_every_runnable_topology(quick_run):
     _, doc = quick_run
-    bench.validate_document(doc)
+    validate_document(doc)
     status = {t["name"]: t for t in doc["topologies"]}
     ran = [n for n, t in status.items() if t["status"] == "ran"]
     assert {"macvlan", "bridge", "veth"} <= set(ran)

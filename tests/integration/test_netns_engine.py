@@ -71,9 +71,12 @@ class _Sabotage:
         self.inner = inner
         self.victim = victim
         self.name = inner.name
+        self.kind = inner.kind
         self.available = inner.available
         self.capabilities = inner.capabilities
         self.kernel_release = inner.kernel_release
+        self.prepare = inner.prepare
+        self.docker = inner.docker  # the emulation, applying its operations through the sabotaged session
 
     @contextmanager
     def session(self, label):
@@ -156,7 +159,8 @@ def test_clean_removes_only_harness_leftovers(netns):
             assert leftover not in namespaces()  # a killed run's: no live owner
             assert unrelated in namespaces()  # not the harness's naming: never touched
             assert in_use in namespaces()  # a run still in progress keeps its namespaces
-            assert in_use in out.stdout
+            # ... and says whose they are (the session's label, this process).
+            assert f"{in_use} (scenario live, pid {os.getpid()})" in " ".join(out.stdout.split())
     finally:
         for name in (leftover, unrelated):
             if name in namespaces():

@@ -1,7 +1,7 @@
 """Unit tests of backends/vagrant.py against a stand-in `vagrant`, and of vagrant/Vagrantfile with the real one.
 
 No Vagrant box can be downloaded here, so `FakeVagrant` writes a small Python program that plays
-`vagrant`: it logs every invocation (argv, working directory), fakes `up`/`rsync` by mirroring the
+`vagrant`: it logs every invocation (argv, working directory, Vagrant's environment switches), fakes `up`/`rsync` by mirroring the
 project's `.harness-vagrant/` into a directory standing for the box's root, and answers `ssh -c` by
 running the real harness (`--backend dry-run` in place of netns, which needs root) on the files that
 reached the box. The facts are checked from outside the code under test: the invocation log, the box
@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 
 import backends.vagrant as vagrant_backend
-from backends.base import _REGISTRY
+from backends.base import _REGISTRY, BATCH, BatchBackend, SessionBackend, backend_class
 from backends.vagrant import VagrantBackend
+from harness import runid
 from harness.errors import BackendUnavailable
 from harness.loader import load_scenario
 from harness.plan import FEATURES
@@ -42,7 +43,9 @@ from pathlib import Path
 LOG, BOX, STATE, REPO, KERNEL = Path({log!r}), Path({box!r}), Path({state!r}), Path({repo!r}), {kernel!r}
 args = sys.argv[1:]
 with LOG.open("a") as f:
-    f.write(json.dumps({{"argv": args, "cwd": os.getcwd()}}) + "\n")
+    f.write(json.dumps({{"argv": args, "cwd": os.getcwd(),
+                        "env": {{k: os.environ.get(k) for k in ("VAGRANT_NO_COLOR", "VAGRANT_CHECKPOINT_DISABLE")}}}})
+            + "\n")
 
 def in_box(path):
     return BOX / path.lstrip("/")
@@ -197,10 +200,15 @@ def test_batch_walks_up_rsync_ssh_in_the_vagrant_directory(fake, scenarios):
 
     assert fake.verbs() == ["up", "rsync", "ssh:uname", "ssh:harness-run", "ssh:cat", "ssh:rm"]
     assert {c["cwd"] for c in fake.calls()} == {str(fake.vagrant_dir)}
+    assert all(c["env"] == {"VAGRANT_NO_COLOR": "1", "VAGRANT_CHECKPOINT_DISABLE": "1"} for c in fake.calls())
     run = fake.calls()[3]["argv"]
     assert run[:2] == ["ssh", "-c"]
     command = run[2]
     assert command.startswith("cd /vagrant && sudo env TERM=dumb COLUMNS=160 ")
+    # The box's harness carries this run's id (its namespace names say which run made them), as does
+    # the staging directory.
+    assert f" HARNESS_RUN_ID={runid.run_id()} python3 -m harness run " in command
+    assert f"/vagrant/.harness-vagrant/run-{runid.run_id()}" in command
     assert "python3 -m harness run --backend netns --profile docker-20.10 --json /vagrant/.harness-vagrant/run-" in command
     assert " --quiet /vagrant/.harness-vagrant/" in command and "--no-matrix" not in command
     # The JSON is read back from where the run wrote it.
@@ -345,33 +353,89 @@ def test_capabilities_ask_the_running_box_once(fake):
     assert command[2].startswith("cd /vagrant && sudo ")
 
 
-def test_capabilities_of_a_stopped_box_carry_vagrants_reason_and_are_not_cached(fake):
+def test_capabilities_of_a_stopped_box_carry_vagrants_reason_until_the_box_is_up(fake):
     backend = fake.backend()
     caps = backend.capabilities()
     assert not any(c.available for c in caps.values())
     assert all("VM must be running to open SSH connection" in c.detail for c in caps.values())
     assert fake.verbs() == ["ssh:harness-capabilities"]  # asked, but did not boot the box
-    fake.switch("running")
+    fake.switch("running")  # started behind the backend's back: the answer stays what it was
+    assert backend.capabilities() is caps
+    assert fake.verbs() == ["ssh:harness-capabilities"]  # asked once: doctor and auto stay quick
+    backend.prepare()  # a successful `vagrant up` makes the backend ask again
     assert all(c.available for c in backend.capabilities().values())
+    assert fake.verbs() == ["ssh:harness-capabilities", "up", "ssh:uname", "ssh:harness-capabilities"]
+
+
+def test_a_batch_makes_a_stopped_boxs_answers_stale(fake, scenarios):
+    backend = fake.backend()
+    assert not any(c.available for c in backend.capabilities().values())
+    assert backend.kernel_release() == "unknown"
+    backend.run_batch(scenarios[:1])
+    assert backend.kernel_release() == BOX_KERNEL  # learnt by the batch itself
+    assert all(c.available for c in backend.capabilities().values())
+    assert fake.verbs().count("ssh:harness-capabilities") == 2
 
 
 def test_kernel_release_comes_from_the_box(fake):
     backend = fake.backend()
     assert backend.kernel_release() == "unknown"  # stopped
+    assert backend.kernel_release() == "unknown"
+    assert fake.verbs() == ["ssh:uname"]  # asked once
     fake.switch("running")
-    assert backend.kernel_release() == BOX_KERNEL
-    assert backend.kernel_release() == BOX_KERNEL
+    fresh = fake.backend()
+    assert fresh.kernel_release() == BOX_KERNEL
+    assert fresh.kernel_release() == BOX_KERNEL
     assert fake.verbs() == ["ssh:uname", "ssh:uname"]  # cached once known
 
 
-def test_session_is_not_offered():
-    with pytest.raises(BackendUnavailable, match="batches"):
-        VagrantBackend().session("x")
+# --- the declared kind, availability and prepare --------------------------------------------------------
+
+
+def test_available_runs_nothing(fake):
+    assert fake.backend().available() is None
+    assert fake.calls() == []  # cheap: the executable and the Vagrantfile, never `vagrant status`
+
+
+def test_prepare_brings_the_box_up(fake):
+    backend = fake.backend()
+    said = backend.prepare()
+    assert fake.verbs() == ["up", "ssh:uname"]
+    assert {c["cwd"] for c in fake.calls()} == {str(fake.vagrant_dir)}
+    assert (fake.state / "running").exists()
+    assert "\n" not in said and str(fake.vagrant_dir) in said and BOX_KERNEL in said
+    assert backend.kernel_release() == BOX_KERNEL and fake.verbs() == ["up", "ssh:uname"]
+
+
+def test_prepare_that_cannot_bring_the_box_up_says_why(fake):
+    fake.switch("fail-up")
+    with pytest.raises(BackendUnavailable, match="Network is already in use by interface virbr1"):
+        fake.backend().prepare()
+    assert fake.verbs() == ["up"]
+
+
+def test_prepare_without_vagrant_says_what_to_install(fake, tmp_path):
+    with pytest.raises(BackendUnavailable, match="apt-get install vagrant"):
+        VagrantBackend(vagrant_dir=fake.vagrant_dir, vagrant=str(tmp_path / "no-such-vagrant")).prepare()
+
+
+def test_a_missing_executable_is_exit_127_not_an_exception(fake, tmp_path):
+    backend = VagrantBackend(vagrant_dir=fake.vagrant_dir, vagrant=str(tmp_path / "no-such-vagrant"))
+    result = backend._vagrant("status", timeout=5)
+    assert result.exit_code == 127 and not result.ok and result.node == "vagrant"
+
+
+def test_vagrant_is_a_batch_backend_without_a_session():
+    assert VagrantBackend.kind == BATCH
+    assert not hasattr(VagrantBackend, "session")
+    assert backend_class("vagrant") is VagrantBackend  # the registry's check of the declared kind
+    backend = VagrantBackend()
+    assert isinstance(backend, BatchBackend) and not isinstance(backend, SessionBackend)
 
 
 def test_attributes():
     backend = VagrantBackend()
-    assert backend.name == "vagrant" and backend.batch is True and backend.description
+    assert backend.name == "vagrant" and backend.description
     assert backend.vagrant_dir == REPO / "vagrant"
 
 
