@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Cold and warm timings of the VM plumbing (backends/vmimage.py, backends/qemu.py).
+"""Cold and warm timings of the VM plumbing (backends/vm/: kernel.py, image.py, qemu.py).
 
 Cold: an empty cache (a fresh ``hx`` temp dir, removed afterwards unless ``--keep``), so the kernel
 is downloaded and unpacked and the image built from scratch. Warm: the same steps again on that
@@ -25,8 +25,8 @@ from typing import TypeVar
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backends.qemu import GuestResult, run_in_guest  # noqa: E402
-from backends.vmimage import PROJECT_PACKAGES, KernelBundle, build_initramfs, fetch_kernel  # noqa: E402
+from backends.vm import PROJECT_PACKAGES, KernelBundle, build_initramfs, fetch_kernel  # noqa: E402
+from backends.vm.qemu import GuestResult, run_in_guest  # noqa: E402
 
 T = TypeVar("T")
 

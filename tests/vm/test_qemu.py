@@ -1,4 +1,4 @@
-"""Commands in a qemu guest booting Debian's kernel (backends/qemu.py), checked end to end.
+"""Commands in a qemu guest booting Debian's kernel (backends/vm/qemu.py), checked end to end.
 
 Every test boots a real VM (TCG, about 3-4 s a boot on this machine kind) except the signal tests,
 which stop the harness while qemu is still starting. Facts are checked from the host's side:
@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from backends.qemu import GuestResult, QemuVM, VMError, VMTimeout, qemu_available, run_in_guest
-from backends.vmimage import ImageError, KernelBundle, build_initramfs, default_cache_dir, fetch_kernel
+from backends.vm import ImageError, KernelBundle, build_initramfs, default_cache_dir, fetch_kernel
+from backends.vm.qemu import GuestResult, QemuVM, VMError, VMTimeout, qemu_available, run_in_guest
+from harness.errors import HarnessError
 
 pytestmark = pytest.mark.vm
 
@@ -133,8 +134,9 @@ def test_exit_code_stdout_and_stderr_come_back_separately(kernel: KernelBundle, 
     result = run_in_guest(["sh", "-c", script], kernel, image, timeout=120)
     assert result.exit_code == code
     assert result.stdout == "to-stdout\n" and result.stderr == "to-stderr\n"
-    with pytest.raises(VMError, match=f"exited with {code}:\nto-stderr"):
+    with pytest.raises(VMError, match=f"exited with {code}:\nto-stderr") as info:
         result.assert_success()
+    assert isinstance(info.value, HarnessError)  # cli.main reports it, no traceback
 
 
 def test_share_cwd_environment_and_argument_quoting(kernel: KernelBundle, image: Path,
@@ -184,6 +186,8 @@ def test_context_manager_kills_qemu_and_removes_its_files(kernel: KernelBundle,
     with QemuVM(kernel, image) as vm:
         pid, console = vm.pid, vm.console_path
         assert pid is not None and _alive(pid)
+        assert os.getpgid(pid) == pid  # qemu leads its own process group (killed as a group)
+        assert (console.parent / "stderr").is_file()  # qemu's own messages, beside the console
     assert not _alive(pid)
     assert not console.parent.exists()
 
@@ -193,7 +197,7 @@ def test_qemu_never_outlives_the_harness(kernel: KernelBundle, image: Path, tmp_
                                          signum: signal.Signals) -> None:
     code = textwrap.dedent(f"""\
         from pathlib import Path
-        from backends.qemu import run_in_guest
+        from backends.vm.qemu import run_in_guest
         run_in_guest(["sleep", "1000"], Path({str(kernel.boot_image)!r}), Path({str(image)!r}),
                      timeout=300)
         """)

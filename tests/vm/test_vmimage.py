@@ -1,4 +1,4 @@
-"""Kernel bundle and guest image cache (backends/vmimage.py), checked on real artefacts.
+"""Kernel bundle and guest image cache (backends/vm/kernel.py, backends/vm/image.py), checked on real artefacts.
 
 The kernel is Debian's own package, fetched into the default cache (``HARNESS_CACHE`` or
 ``~/.cache/harness/vm``) so that later runs are warm; what the image holds is checked with GNU cpio
@@ -18,15 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from backends.qemu import qemu_available, run_in_guest
-from backends.vmimage import (
+from backends.vm import (
     ImageError,
     KernelBundle,
     build_initramfs,
     default_cache_dir,
     fetch_kernel,
+    prepared_kernel,
     resolve_kernel_package,
 )
+from backends.vm.qemu import qemu_available, run_in_guest
 
 pytestmark = pytest.mark.vm
 
@@ -98,6 +99,10 @@ def test_fetch_kernel_unpacks_debian_kernel_into_cache_only(kernel: KernelBundle
     assert kernel.boot_image.is_relative_to(cache_dir)
     assert kernel.modules_dir is not None
     assert (kernel.modules_dir / "kernel" / "net" / "8021q" / "8021q.ko").is_file()
+    # The package's own build configuration, which capabilities() reads without booting.
+    assert kernel.config == kernel.boot_image.parent / "boot" / f"config-{kernel.release}"
+    assert "CONFIG_VLAN_8021Q=" in kernel.config.read_text()
+    assert prepared_kernel(cache_dir) == kernel  # what the backend's cheap available() finds
     # Nothing installed on the host: dpkg does not know the package as installed.
     status = subprocess.run(["dpkg-query", "-W", "-f=${Status}", f"linux-image-{kernel.release}"],
                             capture_output=True, text=True, timeout=30, check=False)
@@ -173,7 +178,7 @@ def test_image_holds_real_tools_modules_and_python_closure(kernel: KernelBundle,
     assert not any(p.startswith((f"{stdlib}/test/", f"{stdlib}/tkinter/")) for p in files)
     # The project layer carries /init and the project's packages.
     project_files = _cpio_listing(project)
-    assert "init" in project_files and "hx/project/backends/qemu.py" in project_files
+    assert "init" in project_files and "hx/project/backends/vm/qemu.py" in project_files
 
 
 def test_image_cache_reuses_and_rebuilds_only_the_project_layer(kernel: KernelBundle,

@@ -1,7 +1,7 @@
 #!/bin/sh
-# /init of the harness guest: built into the initramfs by backends/vmimage.py, booted by backends/qemu.py.
+# /init of the harness guest: built into the initramfs by backends/vm/image.py, booted by backends/vm/qemu.py.
 #
-# Contract with the host (backends/qemu.py):
+# Contract with the host (backends/vm/qemu.py):
 #   virtio-9p tag hxctl -> /hx/ctl. The host wrote job.sh there; this script writes kernel_release,
 #       started (its host-side mtime is "guest command starts"), stdout, stderr and, last, status.
 #   job.sh is sourced in a subshell and uses only the helpers below:

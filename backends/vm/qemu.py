@@ -6,8 +6,12 @@ Main objects:
   leaving the ``with`` block kills the process group if it is still running and removes its files.
 * :func:`run_in_guest`: boot, run ``argv`` in the guest, power off; returns a :class:`GuestResult`.
 * :class:`GuestResult`: exit code, stdout, stderr, console tail, guest kernel release, timings.
-* :class:`VMError` (and :class:`VMTimeout`): the VM could not run the command; the message carries
-  the qemu command or the guest console tail.
+* :func:`run_in_guests`: the same for a list of :class:`GuestJob`, one guest each, booted at once.
+* :class:`VMError` (and :class:`VMTimeout`, from ``backends.vm.errors``): the VM could not run the
+  command; the message carries the qemu command or the guest console tail.
+
+qemu is started through ``harness.proc.spawn`` (its own process group, killed with it; SIGKILLed by
+the kernel if the harness itself dies), its stderr and stdout going to files beside the console.
 
 How data crosses the VM boundary, and why:
 
@@ -39,14 +43,11 @@ failed: write error") and 1024 MB boots 0.3 s slower; qboot instead of SeaBIOS g
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import functools
 import os
 import re
 import shlex
 import shutil
 import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -56,17 +57,23 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING
 
+from backends.vm.errors import VMError, VMTimeout
+from harness import proc
+from harness.errors import CommandFailed
+
 if TYPE_CHECKING:
-    from backends.vmimage import KernelBundle
+    from backends.vm.kernel import KernelBundle
 
 __all__ = [
     "DEFAULT_APPEND",
+    "GuestJob",
     "GuestResult",
     "QemuVM",
     "VMError",
     "VMTimeout",
     "qemu_available",
     "run_in_guest",
+    "run_in_guests",
 ]
 
 QEMU = "qemu-system-x86_64"
@@ -84,24 +91,6 @@ DEFAULT_APPEND: tuple[str, ...] = (
     "acpi=off", "mitigations=off", "i8042.noaux", "i8042.nomux", "i8042.nopnp", "i8042.dumbkbd",
     "random.trust_cpu=on",
 )
-
-
-class VMError(RuntimeError):
-    """The guest could not run the command (qemu failed, the guest crashed or set up nothing).
-
-    ``console_tail`` holds the last lines of the guest console, when there was one.
-    """
-
-    def __init__(self, message: str, *, console_tail: str = "", stdout: str = "",
-                 stderr: str = "") -> None:
-        super().__init__(message)
-        self.console_tail = console_tail
-        self.stdout = stdout
-        self.stderr = stderr
-
-
-class VMTimeout(VMError):
-    """The guest did not power off in time; qemu was killed."""
 
 
 def qemu_available(binary: str = QEMU) -> str | None:
@@ -156,28 +145,14 @@ def _read(path: Path) -> str:
         return ""
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent: int) -> None:
-    """In the child, before exec: SIGKILL qemu if the harness dies without running its finally
-    blocks (SIGKILL, OOM). Linux only; the normal path is the explicit kill in QemuVM.__exit__."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
-
-
 class QemuVM:
     """One qemu process booting ``kernel`` with ``initramfs`` as its whole root filesystem.
 
     ``shares`` maps a virtio-9p mount tag to a host directory. The VM has no network device at
-    all (``-nodefaults -nic none``): guest traffic never leaves the guest. qemu runs in its own
-    process group so a terminal's Ctrl-C reaches only the harness, which then kills the group;
-    SIGTERM to the harness is turned into SystemExit while the VM runs (so the finally blocks run),
-    and PR_SET_PDEATHSIG kills qemu if the harness itself is SIGKILLed.
+    all (``-nodefaults -nic none``): guest traffic never leaves the guest. qemu is started by
+    ``harness.proc.spawn`` in its own process group, so a terminal's Ctrl-C reaches only the harness,
+    which then kills the group; SIGTERM to the harness is turned into SystemExit while the VM runs (so
+    the finally blocks run), and PR_SET_PDEATHSIG kills qemu if the harness itself is SIGKILLed.
     """
 
     def __init__(self, kernel: KernelBundle | Path, initramfs: Path, *,
@@ -194,7 +169,8 @@ class QemuVM:
         self.qemu = qemu
         self.extra_args = tuple(extra_args)
         self._workdir: Path | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._stack: contextlib.ExitStack | None = None
+        self._proc: proc.BackgroundProcess | None = None
         self._old_sigterm: signal.Handlers | object | None = None
         self.started_at = 0.0  # time.time() just before qemu started
         self._started_mono = 0.0
@@ -236,19 +212,18 @@ class QemuVM:
             if not Path(path).is_dir():
                 raise VMError(f"share {tag}: {path} is not a directory")
         self._workdir = Path(tempfile.mkdtemp(prefix="hxvm-"))
+        self._stack = contextlib.ExitStack()
         try:
             self._install_sigterm()
             argv = self.argv(self.console_path)
             self.started_at = time.time()
             self._started_mono = time.monotonic()
-            with open(self._workdir / "qemu.stderr", "wb") as err:
-                try:
-                    self._proc = subprocess.Popen(
-                        argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, process_group=0,
-                        preexec_fn=functools.partial(_die_with_parent, os.getpid()),
-                    )
-                except OSError as exc:
-                    raise VMError(f"cannot start `{shlex.join(argv)}`: {exc}") from exc
+            try:
+                # Its stdout and stderr go to files in the work dir; leaving the stack SIGKILLs its group.
+                self._proc = self._stack.enter_context(
+                    proc.spawn(argv, die_with_parent=True, gentle=False, output_dir=self._workdir))
+            except CommandFailed as exc:
+                raise VMError(f"cannot start `{shlex.join(argv)}`: {exc.stderr}") from None
         except BaseException:
             self._cleanup()
             raise
@@ -257,14 +232,14 @@ class QemuVM:
     def wait(self, timeout: float) -> int:
         """qemu's exit status; on timeout kill qemu and raise VMTimeout with the console tail."""
         assert self._proc is not None, "QemuVM is not started"
-        try:
-            return self._proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        status = self._proc.wait(timeout)
+        if status is None:
             self.kill()
             raise VMTimeout(
                 f"guest did not power off within {timeout:.0f} s; killed qemu (pid "
                 f"{self._proc.pid}). Console tail:\n{self.console_tail()}",
-                console_tail=self.console_tail()) from None
+                console_tail=self.console_tail())
+        return status
 
     def elapsed(self) -> float:
         return time.monotonic() - self._started_mono
@@ -273,31 +248,30 @@ class QemuVM:
         return _tail(self.console_path, lines) if self._workdir else ""
 
     def qemu_stderr(self) -> str:
-        return _read(self._workdir / "qemu.stderr").strip() if self._workdir else ""
+        """What qemu itself printed (its stderr, then its stdout; -nographic leaves stdout empty)."""
+        if self._workdir is None:
+            return ""
+        return "\n".join(filter(None, (_read(self._workdir / name).strip() for name in ("stderr", "stdout"))))
 
     def kill(self) -> None:
         """Kill qemu's process group (qemu is its leader: pgid == its pid) and reap it."""
-        proc = self._proc
-        if proc is None or proc.returncode is not None:
-            return
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        try:
-            self.kill()
-        finally:
-            self._cleanup()
+        self._cleanup()
 
     def _cleanup(self) -> None:
-        self._restore_sigterm()
-        if self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
-            self._workdir = None
+        try:
+            if self._stack is not None:
+                self._stack.close()  # ends qemu's process group (SIGKILL) and reaps it
+                self._stack = None
+        finally:
+            self._restore_sigterm()
+            if self._workdir is not None:
+                shutil.rmtree(self._workdir, ignore_errors=True)
+                self._workdir = None
 
     def _install_sigterm(self) -> None:
         # Python's default SIGTERM action ends the process without running finally blocks, which
@@ -321,7 +295,7 @@ class QemuVM:
 def _job_script(argv: Sequence[str], cwd: str, env: Mapping[str, str],
                 share_mount: str | None) -> str:
     """The job /init sources: only its helpers and shell-quoted data (shlex.quote is POSIX sh)."""
-    lines = ["# written by backends/qemu.py, sourced by the guest's /init"]
+    lines = ["# written by backends/vm/qemu.py, sourced by the guest's /init"]
     if share_mount is not None:
         q = shlex.quote(share_mount)
         lines.append(f"hx_mount hxshare {q} || hx_fail 'cannot mount the shared directory on '{q}")

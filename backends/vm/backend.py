@@ -1,0 +1,303 @@
+"""The VM backend: scenarios run for real inside qemu, on Debian's full kernel (802.1q, ipvlan, dummy).
+
+`VMBackend` is a batch backend (`kind = "batch"`): one boot serves many scenarios. `run_batch(scenarios)`
+copies the scenario files into a share, boots guests (`backends.vm.qemu.run_in_guests`, image from
+`backends.vm.image`), and runs the very same namespace backend inside them
+(`python3 -m harness run --backend netns --json /out/results.json ...`). The guests' JSON records come
+back as `ScenarioResult`s, marked with backend `vm` and the guest's kernel release. A boot that fails
+or hangs makes every scenario of its share an error carrying the console tail. `run_tool` runs any
+`python3 -m harness ...` command in one guest (the bench uses it).
+
+Cheap and side-effect free, as every backend's: `available()` (qemu is installed and a kernel is
+prepared: in the cache, or given with ``--kernel``), `capabilities()` (the cached guest probe, else the
+kernel's own ``config-<release>``; only a ``--kernel`` without any config file is probed by booting it,
+once, cached) and `kernel_release()`. Slow and explicit: `prepare()` fetches Debian's kernel package,
+builds the image and probes the guest kernel's capabilities.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from filelock import FileLock
+
+from backends.base import BATCH, Capability, unavailable_everywhere
+from backends.batch import adopt_records, stage_scenarios
+from backends.vm.capabilities import ProbeCache, from_config
+from backends.vm.closure import GUEST_DISTRIBUTIONS
+from backends.vm.errors import VMError
+from backends.vm.image import PROJECT_ROOT, build_initramfs
+from backends.vm.kernel import (
+    KernelBundle,
+    fetch_kernel,
+    find_config,
+    kernel_release_of_file,
+    prepared_kernel,
+)
+from backends.vm.qemu import GuestJob, GuestResult, qemu_available, run_in_guest, run_in_guests
+from backends.vm.steps import default_cache_dir
+from harness.docker.profiles import DEFAULT_PROFILE
+from harness.errors import BackendUnavailable, HarnessError
+from harness.model import ContainerRun, Scenario
+from harness.results import ERROR, ScenarioResult
+from harness.runid import child_env
+
+__all__ = ["NOT_PREPARED", "VMBackend"]
+
+GUEST_PACKAGES = ("harness", "backends", "scenarios")
+BOOT_AND_IMPORT_ALLOWANCE = 60.0  # seconds on top of the per-scenario allowance
+PER_SCENARIO_ALLOWANCE = 20.0
+NOT_PREPARED = "no VM kernel prepared: run `python3 -m harness prepare --backend vm` (scripts/setup.sh does it)"
+PROBE_ARGV = ("python3", "-m", "harness", "capabilities", "--backend", "netns", "--json")
+
+
+class VMBackend:
+    name = "vm"
+    description = "a qemu VM booting Debian's kernel (TCG); runs the namespace backend inside the guest"
+    kind = BATCH
+
+    def __init__(self, kernel: str | None = None, modules: str | None = None, cache_dir: str | None = None,
+                 parallel: int | None = None):
+        self.parallel = parallel or int(os.environ.get("HARNESS_VM_PARALLEL", 0)) or min(2, os.cpu_count() or 1)
+        self.kernel_path = Path(kernel).expanduser() if kernel else None
+        self.modules_path = Path(modules).expanduser() if modules else None
+        self._cache_dir = Path(cache_dir) if cache_dir else None
+        self._bundle: KernelBundle | None = None
+        self._release: str | None = None
+        self._caps: dict[str, Capability] | None = None
+
+    def cache_dir(self) -> Path:
+        return self._cache_dir or default_cache_dir()
+
+    # -- cheap: no download, no build, no boot ------------------------------------------------------
+
+    def available(self) -> str | None:
+        reason = qemu_available()
+        if reason:
+            return reason
+        if self.kernel_path is not None:
+            if not self.kernel_path.is_file():
+                return f"VM kernel {self.kernel_path} (--kernel) does not exist"
+            if self.modules_path is not None and not self.modules_path.is_dir():
+                return f"VM kernel modules directory {self.modules_path} (--kernel-modules) does not exist"
+            return None
+        if self._bundle is None and prepared_kernel(self.cache_dir()) is None:
+            return NOT_PREPARED
+        return None
+
+    def kernel_release(self) -> str:
+        if self._release is None:
+            try:
+                if self._bundle is not None:
+                    self._release = self._bundle.release
+                elif self.kernel_path is not None:
+                    self._release = kernel_release_of_file(self.kernel_path)
+                else:
+                    prepared = prepared_kernel(self.cache_dir())
+                    if prepared is None:
+                        return "unknown"
+                    self._release = prepared.release
+            except (OSError, VMError):
+                return "unknown"
+        return self._release
+
+    def capabilities(self) -> dict[str, Capability]:
+        """The cached guest probe, else the kernel's build configuration; never downloads or builds
+        (only a --kernel without any config file is probed by booting it, once, and cached)."""
+        if self._caps is not None:
+            return self._caps
+        reason = self.available()
+        if reason:
+            return unavailable_everywhere(reason)
+        caps = self._probe_cache().read()
+        if caps is None:
+            config = self._config_file()
+            if config is not None:
+                caps = from_config(config.read_text(errors="replace"), config.name)
+            else:  # a --kernel without a config file: ask it, once (cached on disk)
+                try:
+                    caps = self._probe()
+                except HarnessError as exc:
+                    caps = unavailable_everywhere(f"probing the VM kernel's capabilities failed: {exc}")
+        self._caps = caps
+        return caps
+
+    def _config_file(self) -> Path | None:
+        if self.kernel_path is not None:
+            return find_config(self.kernel_path, self.kernel_release(), self.modules_path)
+        bundle = self._bundle or prepared_kernel(self.cache_dir())
+        return bundle.config if bundle is not None else None
+
+    def _probe_cache(self) -> ProbeCache:
+        key = self.kernel_release()
+        if self.kernel_path is not None:  # a user kernel may share its release string with Debian's
+            st = self.kernel_path.stat()
+            key += "-user-" + hashlib.sha256(f"{self.kernel_path.resolve()} {st.st_size} {st.st_mtime_ns}".encode()
+                                             ).hexdigest()[:8]
+        return ProbeCache(self.cache_dir(), key, PROJECT_ROOT)
+
+    # -- slow, explicit ------------------------------------------------------------------------------
+
+    def prepare(self) -> str:
+        """Fetch the kernel (Debian's package, cached), build the guest image, probe the guest kernel."""
+        reason = qemu_available()
+        if reason:
+            raise BackendUnavailable(reason)
+        if self.kernel_path is not None:
+            bundle = KernelBundle.from_path(self.kernel_path, self.modules_path, cache_dir=self.cache_dir())
+        else:
+            bundle = fetch_kernel(self.cache_dir())
+        self._bundle, self._release, self._caps = bundle, bundle.release, None
+        image = self.image()
+        self._caps = self._probe()
+        missing = sorted(f for f, c in self._caps.items() if not c.available)
+        return (f"vm: kernel {bundle.release} ready ({bundle.package or bundle.boot_image}), image built "
+                f"({image.stat().st_size / 1e6:.0f} MB), capabilities probed "
+                f"({'every feature' if not missing else 'missing: ' + ', '.join(missing)})")
+
+    def bundle(self) -> KernelBundle:
+        """The kernel to boot: --kernel's (a bzImage is decompressed once into the cache) or the prepared one."""
+        if self._bundle is None:
+            if self.kernel_path is not None:
+                self._bundle = KernelBundle.from_path(self.kernel_path, self.modules_path, cache_dir=self.cache_dir())
+            else:
+                prepared = prepared_kernel(self.cache_dir())
+                if prepared is None:
+                    raise BackendUnavailable(NOT_PREPARED)
+                self._bundle = prepared
+        return self._bundle
+
+    def image(self, extra_distributions: Sequence[str] = ()) -> Path:
+        """The guest image for this checkout (cached; a project edit costs a small rebuild)."""
+        return build_initramfs(self.bundle(), self.cache_dir(), PROJECT_ROOT, packages=GUEST_PACKAGES,
+                               distributions=(*GUEST_DISTRIBUTIONS, *extra_distributions))
+
+    def _probe(self) -> dict[str, Capability]:
+        """Ask the guest kernel itself (one boot), unless the answer is cached; pytest-xdist workers
+        asking at once wait for one probe."""
+        cache = self._probe_cache()
+        cache.path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(cache.lock_path):
+            caps = cache.read()
+            if caps is None:
+                result = run_in_guest(list(PROBE_ARGV), self.bundle(), self.image(),
+                                      timeout=BOOT_AND_IMPORT_ALLOWANCE, env=_guest_env())
+                if result.exit_code != 0:
+                    raise VMError(f"probing the guest kernel's capabilities failed (exit {result.exit_code}): "
+                                  f"{result.stderr.strip() or result.console_tail}",
+                                  console_tail=result.console_tail, stdout=result.stdout, stderr=result.stderr)
+                try:
+                    caps = cache.store(result.stdout)
+                except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                    raise VMError(f"the guest's capability probe printed no capabilities ({exc}): "
+                                  f"{result.stdout[-2000:]}") from None
+        return caps
+
+    # -- the batch ----------------------------------------------------------------------------------
+
+    def run_batch(self, scenarios: Sequence[Scenario], profile: str = DEFAULT_PROFILE,
+                  matrix: bool = True) -> list[ScenarioResult]:
+        """Run every scenario inside guests booted for this batch; one result per scenario, in order.
+
+        The batch is split over `parallel` guests booted at once: a TCG guest with one vCPU keeps one
+        host CPU busy, so on this 2-vCPU machine kind two guests halve the wall time.
+        """
+        if not scenarios:
+            return []
+        reason = self.available()
+        if reason:
+            return [_error(s, self.name, "unknown", reason, status="skip") for s in scenarios]
+        t0 = time.monotonic()
+        chunks = _split(list(scenarios), self.parallel)
+        with contextlib.ExitStack() as stack:
+            jobs, guest_paths = [], []
+            for chunk in chunks:
+                share = Path(tempfile.mkdtemp(prefix="hxvm-share-"))
+                stack.callback(shutil.rmtree, share, ignore_errors=True)
+                (share / "scenarios").mkdir()
+                paths = stage_scenarios(chunk, share / "scenarios", "/out/scenarios")
+                argv = ("python3", "-m", "harness", "run", "--backend", "netns", "--profile", profile,
+                        "--json", "/out/results.json", "--quiet", *(() if matrix else ("--no-matrix",)), *paths)
+                jobs.append(GuestJob(argv, share, env=_guest_env()))
+                guest_paths.append(paths)
+            timeout = BOOT_AND_IMPORT_ALLOWANCE + PER_SCENARIO_ALLOWANCE * max(len(c) for c in chunks)
+            try:
+                outcomes = run_in_guests(jobs, self.bundle(), self.image(), timeout)
+            except VMError as exc:  # no kernel, no image, no qemu: every scenario says why
+                return [_error(s, self.name, self.kernel_release(), f"the VM failed: {exc}") for s in scenarios]
+            by_path: dict[str, ScenarioResult] = {}
+            wall = time.monotonic() - t0
+            for chunk, paths, job, outcome in zip(chunks, guest_paths, jobs, outcomes):
+                for result in self._collect(chunk, paths, job.share_dir, outcome, wall):
+                    by_path[result.path] = result
+        return [by_path[s.path] for s in scenarios]
+
+    def _collect(self, chunk, guest_paths, share: Path, guest: GuestResult | VMError,
+                 wall: float) -> list[ScenarioResult]:
+        if isinstance(guest, VMError):
+            return [_error(s, self.name, self.kernel_release(), f"the VM failed: {guest}") for s in chunk]
+        results_file = share / "results.json"
+        if not results_file.is_file():
+            detail = (guest.stderr.strip() or guest.stdout.strip())[-3000:]
+            return [_error(s, self.name, guest.kernel_release,
+                           f"the guest wrote no results (exit {guest.exit_code}):\n{detail}\n"
+                           f"console tail:\n{guest.console_tail}") for s in chunk]
+        out = adopt_records(chunk, guest_paths, json.loads(results_file.read_text()), self.name,
+                            guest.kernel_release, lambda s: _error(s, self.name, guest.kernel_release,
+                                                                   "the guest returned no record for this scenario"))
+        for result in out:
+            result.durations["vm_boot"] = guest.boot_seconds
+            result.durations["vm_batch_wall"] = round(wall, 3)
+        return out
+
+    def run_tool(self, args: Sequence[str], outputs: Sequence[str], timeout: float,
+                 extra_distributions: Sequence[str] = (), memory_mb: int = 512) -> tuple[GuestResult, dict[str, bytes]]:
+        """Run `python3 -m harness ARGS` in one guest with an empty share at /out; return the guest's
+        result and the named files it wrote there (missing ones are left out). `extra_distributions`
+        are Python distributions the tool needs beyond the scenario runner's (a separate cached image)."""
+        reason = self.available()
+        if reason:
+            raise BackendUnavailable(reason)
+        share = Path(tempfile.mkdtemp(prefix="hxvm-share-"))
+        try:
+            guest = run_in_guest(["python3", "-m", "harness", *args], self.bundle(), self.image(extra_distributions),
+                                 share_dir=share, timeout=timeout, env=_guest_env(), memory_mb=memory_mb)
+            files = {name: (share / name).read_bytes() for name in outputs if (share / name).is_file()}
+        finally:
+            shutil.rmtree(share, ignore_errors=True)
+        return guest, files
+
+
+def _cost(scenario: Scenario) -> int:
+    """A scenario's expected cost: the probe matrix grows with the square of its containers."""
+    runs = sum(isinstance(step.command, ContainerRun) for step in scenario.steps)
+    return runs * runs + len(scenario.steps)
+
+
+def _split(scenarios: list[Scenario], parts: int) -> list[list[Scenario]]:
+    """Greedy balance by `_cost`, most expensive first (measured here: 25.2 s / 25.3 s of guest time)."""
+    parts = max(1, min(parts, len(scenarios)))
+    chunks: list[list[Scenario]] = [[] for _ in range(parts)]
+    load = [0] * parts
+    for s in sorted(scenarios, key=lambda s: (-_cost(s), s.path)):
+        i = load.index(min(load))
+        chunks[i].append(s)
+        load[i] += _cost(s)
+    return chunks
+
+
+def _guest_env() -> dict[str, str]:
+    # The guest has no terminal; keep rich from guessing, and give the guest our run id for its names.
+    return {"TERM": "dumb", "COLUMNS": "160", **child_env()}
+
+
+def _error(scenario: Scenario, backend: str, kernel: str, reason: str, status: str = ERROR) -> ScenarioResult:
+    return ScenarioResult(scenario.name, scenario.path, backend, kernel, status, reason=reason, source=scenario.source)
