@@ -17,7 +17,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,8 +25,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from backends.netns import NetnsBackend  # noqa: E402
-from harness.engine import Engine, skip_reason  # noqa: E402
+from harness import proc  # noqa: E402
+from harness.docker.emulated import compile_scenario  # noqa: E402
+from harness.engine import Engine  # noqa: E402
 from harness.loader import load_all  # noqa: E402
+from harness.plan import cannot_run  # noqa: E402
 
 
 def cpu_model() -> str:
@@ -41,7 +43,7 @@ def per_scenario(repeat: int) -> list[tuple[str, dict[str, float]]]:
     backend = NetnsBackend()
     rows = []
     for scenario in load_all([ROOT / "scenarios"]):
-        if skip_reason(backend, scenario) is not None:
+        if cannot_run(backend, compile_scenario(scenario).plan.required_features()) is not None:
             continue
         samples = []
         for _ in range(repeat):
@@ -57,10 +59,10 @@ def per_scenario(repeat: int) -> list[tuple[str, dict[str, float]]]:
 
 def timed(argv: list[str], env: dict | None = None) -> float:
     t0 = time.perf_counter()
-    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    done = proc.run(argv, cwd=ROOT, env={**os.environ, **(env or {})}, timeout=3600)
     wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"`{' '.join(argv)}` exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    if not done.ok:
+        raise SystemExit(f"`{done.command}` exited {done.exit_code}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     return wall
 
 
@@ -92,7 +94,7 @@ def main() -> int:
     print(f"| serial | {statistics.median(serial):.2f} |")
     print(f"| `-n 2` | {statistics.median(parallel):.2f} |")
     if args.vm:
-        from backends.vmimage import default_cache_dir
+        from backends.vm import default_cache_dir
 
         images = default_cache_dir() / "images"
         import tempfile
@@ -100,7 +102,7 @@ def main() -> int:
         results_json = Path(tempfile.mkdtemp(prefix="hxbench-")) / "vm.json"
         harness_vm = [sys.executable, "-m", "harness", "run", "--backend", "vm", "-q", "--json", str(results_json)]
         vm_scenarios = [str(s.path) for s in load_all([ROOT / "scenarios"])
-                        if skip_reason(NetnsBackend(), s) is not None]
+                        if cannot_run(NetnsBackend(), compile_scenario(s).plan.required_features()) is not None]
         shutil.rmtree(images, ignore_errors=True)
         cold = timed([*harness_vm, *vm_scenarios])
         warm = [timed([*harness_vm, *vm_scenarios]) for _ in range(args.suites)]

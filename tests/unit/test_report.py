@@ -1,4 +1,5 @@
-"""Unit tests of harness.report on synthetic, schema-valid bench documents (no root, no iperf3)."""
+"""Unit tests of `harness report` (harness.bench.compare and harness.bench.report) on synthetic, schema-valid
+bench documents (no root, no iperf3)."""
 
 from __future__ import annotations
 
@@ -11,20 +12,8 @@ import re
 import jsonschema
 import pytest
 
-from harness import report
-from harness.bench import (
-    SCHEMA_PATH,
-    BenchParams,
-    RoundRecord,
-    RrResult,
-    Sample,
-    TcpResult,
-    TopologyStatus,
-    UdpResult,
-    build_document,
-    rotated,
-)
-from harness.report import (
+from harness.bench import report
+from harness.bench.compare import (
     IMPROVEMENT,
     INFO,
     MISSING,
@@ -37,10 +26,13 @@ from harness.report import (
     exit_status,
     judge,
     load_results,
-    render_html,
-    render_markdown,
 )
-from harness.stats import Load
+from harness.bench.document import SCHEMA_PATH, RoundRecord, TopologyStatus, build_document
+from harness.bench.params import BenchParams
+from harness.bench.parse import RrResult, Sample, TcpResult, UdpResult
+from harness.bench.report import render_html, render_markdown
+from harness.bench.runner import rotated
+from harness.bench.stats import Load
 
 RAN = ("macvlan", "bridge", "veth")
 

@@ -1,4 +1,4 @@
-"""Unit tests of harness.stats: summaries, the seeded bootstrap, /proc/stat load, noise and the stop rule."""
+"""Unit tests of harness.bench.stats: summaries, the seeded bootstrap, /proc/stat load, noise and the stop rule."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from harness.stats import (
+from harness.bench.stats import (
     CpuTimes,
     Interval,
     Load,

@@ -1,0 +1,54 @@
+"""Unit tests of harness.bench.cli: options to parameters, and the options forwarded to the bench in a VM."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import pytest
+
+from harness.bench import cli
+from harness.bench.cli import params_from_args
+from harness.bench.params import BenchUnavailable
+
+
+def _args(*argv):
+    p = argparse.ArgumentParser()
+    cli.add_arguments(p)
+    return p.parse_args(list(argv))
+
+
+def test_default_parameters_follow_the_measurements():
+    p = params_from_args(_args())
+    assert (p.streams, p.mtu, p.omit, p.rounds, p.budget, p.target) == (4, 1500, 1, None, 120.0, 0.03)
+    assert p.backend == "netns"
+
+
+def test_quick_is_two_short_rounds_and_options_override():
+    p = params_from_args(_args("--quick"))
+    assert p.quick and p.rounds == 2 and p.duration == 1 and p.budget is None
+    p = params_from_args(_args("--quick", "--streams", "2", "--topologies", "macvlan,bridge", "--target", "5"))
+    assert p.streams == 2 and p.topologies == ("macvlan", "bridge") and p.target == pytest.approx(0.05)
+    p = params_from_args(_args("--rounds", "7"))
+    assert p.rounds == 7 and p.budget is None  # a fixed number of rounds is not cut by the default budget
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("--topologies", "macvlan,ovs"), "unknown topology ovs"),
+    (("--tests", "tcp,sctp"), "unknown test sctp"),
+    (("--duration", "0"), "whole seconds"),
+])
+def test_bad_parameters_are_refused_with_the_reason(argv, message):
+    with pytest.raises(BenchUnavailable, match=message):
+        params_from_args(_args(*argv))
+
+
+def test_the_vm_guest_gets_every_option_given_except_this_machines_own():
+    given = ("--quick", "--rounds", "3", "--mtu", "9000", "--udp-rate", "500M", "--no-rr-pin", "--budget", "60.0",
+             "--target", "2.5", "--tests", "tcp", "--topologies", "ipvlan,bridge", "--seed", "7")
+    args = _args(*given, "--backend", "vm", "--json", "out.json", "--save-baseline", "b.json", "-q")
+    words = cli._forwarded(args)
+    assert words == list(given)
+    guest = _args("--backend", "netns", "--json", "/out/bench.json", "-q", *words)
+    assert params_from_args(guest) == dataclasses.replace(params_from_args(args), backend="netns")
+    assert cli._forwarded(_args()) == []
