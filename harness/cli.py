@@ -1,8 +1,8 @@
-"""The `harness` command line: list, validate, plan, run, doctor, clean, bench, report.
+"""The `harness` command line: list, validate, plan, run, doctor, prepare, clean, bench, report.
 
-`main(argv)` parses the command and dispatches; each `cmd_*` function returns the exit status.
-`BackendChooser` implements `--backend auto`: per scenario, the first backend (namespaces, then the
-VM) that can run it. Failures print in domain words; a traceback means a bug in the harness.
+`main(argv)` parses the command and dispatches; each `cmd_*` function returns the exit status. Which
+backend runs a scenario is `backends.select.BackendChooser`'s answer; `-k` is `harness.keywords`.
+Failures print in domain words; a traceback means a bug in the harness.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -20,20 +19,21 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from backends.base import backend_names, get_backend
+from backends.base import BATCH, backend_names, get_backend
+from backends.select import BackendChooser
 from harness import __version__
-from harness.driver import describe
-from harness.engine import Engine, skip_reason
+from harness.docker.describe import describe
+from harness.docker.emulated import compile_scenario
+from harness.docker.profiles import DEFAULT_PROFILE, PROFILES
+from harness.engine import Engine
 from harness.errors import BackendUnavailable, HarnessError, ScenarioError
+from harness.keywords import keyword_filter
 from harness.loader import find_scenarios, load_scenario
 from harness.model import Scenario
-from harness.plan import FEATURES, render
-from harness.profiles import DEFAULT_PROFILE, PROFILES
+from harness.plan import FEATURES, cannot_run, render
 from harness.results import ERROR, FAIL, PASS, SKIP, ScenarioResult, write_json, write_junit
-from harness.world import compile_plan
 
 DEFAULT_SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
-AUTO_ORDER = ("netns", "vm")
 STATUS_STYLE = {PASS: "green", FAIL: "bold red", SKIP: "yellow", ERROR: "bold magenta"}
 
 
@@ -43,61 +43,10 @@ def _console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False, width=None if probe.is_terminal else 160)
 
 
-class BackendChooser:
-    """`auto`: per scenario, the first backend in AUTO_ORDER that can run it; else the first's reason."""
-
-    def __init__(self, name: str, profile: str, vm_options: dict | None = None):
-        self.name = name
-        self.profile = profile
-        self.vm_options = vm_options or {}
-        self._backends: dict[str, object] = {}
-
-    def backend(self, name: str):
-        if name not in self._backends:
-            self._backends[name] = get_backend(name, **(self.vm_options if name == "vm" else {}))
-        return self._backends[name]
-
-    def choose(self, scenario: Scenario):
-        return self.explain(scenario)[0]
-
-    def explain(self, scenario: Scenario):
-        """(backend, why): the backend for this scenario and, in words, why not the ones before it."""
-        if self.name != "auto":
-            return self.backend(self.name), f"--backend {self.name}"
-        candidates = [n for n in AUTO_ORDER if n in backend_names()]
-        passed_over = []
-        for name in candidates:
-            backend = self.backend(name)
-            reason = skip_reason(backend, scenario, self.profile)
-            if reason is None:
-                why = "; ".join(passed_over) or f"{name} has every kernel feature it needs"
-                return backend, why
-            passed_over.append(f"not {name}: {reason}")
-        return self.backend(candidates[0]), "; ".join(passed_over)  # none can: reported as a skip
-
-
-def _vm_options(args) -> dict:
-    return {k: v for k, v in (("kernel", getattr(args, "kernel", None)),
-                               ("modules", getattr(args, "kernel_modules", None))) if v}
-
-
-def keyword_filter(expr: str | None):
-    """pytest-like -k: words match substrings of the scenario name, with and/or/not and parentheses."""
-    if not expr:
-        return lambda name: True
-    tokens = re.findall(r"\(|\)|[^\s()]+", expr)
-    for tok in tokens:
-        if tok not in ("and", "or", "not", "(", ")") and not re.fullmatch(r"[\w.\-\[\]]+", tok):
-            raise HarnessError(f"-k: cannot use {tok!r} in a keyword expression")
-
-    def match(name: str) -> bool:
-        code = " ".join(t if t in ("and", "or", "not", "(", ")") else repr(t.lower() in name.lower()) for t in tokens)
-        try:
-            return bool(eval(code, {"__builtins__": {}}))  # only True/False/and/or/not/() reach eval
-        except SyntaxError:
-            raise HarnessError(f"-k: {expr!r} is not a valid keyword expression") from None
-
-    return match
+def _backend_options(args) -> dict[str, dict]:
+    """Constructor options per backend name, from the command line (the VM's kernel)."""
+    vm = {k: v for k, v in (("kernel", args.kernel), ("modules", args.kernel_modules)) if v}
+    return {"vm": vm} if vm else {}
 
 
 def _load(paths: Sequence[str]) -> tuple[list[Scenario], list[ScenarioError]]:
@@ -122,7 +71,7 @@ def cmd_list(args) -> int:
     scenarios, errors = _load(args.paths)
     table = Table("scenario", "source", "kernel features needed", "commands", title=f"{len(scenarios)} scenarios")
     for s in scenarios:
-        plan, _ = compile_plan(s, args.profile)
+        plan = compile_scenario(s, args.profile).plan
         table.add_row(s.name, s.source.split()[0], ", ".join(plan.required_features()), str(len(s.steps)))
     _console().print(table)
     for e in errors:
@@ -151,10 +100,11 @@ def cmd_validate(args) -> int:
 
 def cmd_plan(args) -> int:
     scenario = load_scenario(args.file)
-    plan, emulator = compile_plan(scenario, args.profile)
+    compiled = compile_scenario(scenario, args.profile)
+    plan = compiled.plan
     if args.json:
         doc = {"scenario": scenario.name, "profile": plan.profile, "required_features": list(plan.required_features()),
-               **describe(emulator, plan.steps)}
+               **describe(compiled.emulator, plan.steps)}
         print(json.dumps(doc, indent=2))
         return 0
     print(f"# scenario {scenario.name} ({scenario.source.split()[0]}), profile {plan.profile}")
@@ -185,7 +135,7 @@ def cmd_run(args) -> int:
     if not scenarios:
         _console(True).print("no scenario selected")
         return 2
-    chooser = BackendChooser(args.backend, args.profile, vm_options=_vm_options(args))
+    chooser = BackendChooser(args.backend, args.profile, options=_backend_options(args))
     by_path: dict[str, ScenarioResult] = {}
     console = _console()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -194,7 +144,7 @@ def cmd_run(args) -> int:
         batches: dict[str, list[Scenario]] = {}
         for s in scenarios:
             backend = chooser.choose(s)
-            if getattr(backend, "batch", False):
+            if backend.kind == BATCH:
                 batches.setdefault(backend.name, []).append(s)  # one boot serves them all, below
                 continue
             engine = Engine(backend, profile=args.profile, matrix=not args.no_matrix,
@@ -262,7 +212,7 @@ def cmd_doctor(args) -> int:
         t2 = Table("scenario", "auto picks", "why", title="backend per scenario (auto)")
         for s in scenarios:
             backend, why = chooser.explain(s)
-            runnable = skip_reason(backend, s, args.profile) is None
+            runnable = cannot_run(backend, chooser.features(s)) is None
             t2.add_row(s.name, backend.name if runnable else "skip", why)
         console.print(t2)
     return 0
@@ -273,6 +223,14 @@ def cmd_capabilities(args) -> int:
     backend = get_backend(args.backend)
     caps = backend.capabilities()
     print(json.dumps({f: {"available": c.available, "detail": c.detail} for f, c in sorted(caps.items())}))
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    """The slow one-time work of each named backend (kernel download, image build), done now."""
+    options = _backend_options(args)
+    for name in args.backend or ["vm"]:
+        print(get_backend(name, **options.get(name, {})).prepare())
     return 0
 
 
@@ -332,11 +290,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON output (the only format)")
     p.set_defaults(func=cmd_capabilities)
 
+    p = sub.add_parser("prepare", help="download and build what a backend needs (the VM's kernel and image)")
+    p.add_argument("--backend", action="append", choices=backend_names(), default=None,
+                   help="a backend to prepare (repeatable; default vm)")
+    p.add_argument("--kernel", metavar="PATH", help="vm backend: prepare this kernel (bzImage or vmlinux)")
+    p.add_argument("--kernel-modules", metavar="DIR", help="vm backend: the modules directory of --kernel")
+    p.set_defaults(func=cmd_prepare)
+
     p = sub.add_parser("clean", help="remove namespaces a killed run left behind (by the harness prefix only)")
     p.set_defaults(func=cmd_clean)
 
     for name, module, text in (("bench", "harness.bench", "measure macvlan against a Linux bridge with iperf3"),
-                               ("report", "harness.report", "compare bench results with a baseline")):
+                               ("report", "harness.bench.report", "compare bench results with a baseline")):
         p = sub.add_parser(name, help=text)
         try:
             mod = __import__(module, fromlist=["add_arguments"])

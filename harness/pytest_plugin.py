@@ -1,78 +1,123 @@
 """The pytest plugin: every scenario file is a test item, so `pytest -k scenario` runs them all.
 
 `ScenarioFile` (collected for `*.yaml` in a `scenarios/` directory) yields one `ScenarioItem` whose id is
-`scenario[<backend>]`; running it runs the engine, a failure prints the domain report (who could not
-reach whom, expected vs observed, the probe and its output) instead of a traceback, a missing kernel
-feature is a skip with the feature named, and `reportinfo` points at the YAML. Under pytest-xdist every
-worker shares the run id (from `testrun_uid`) and puts its worker id into every namespace name.
-Options: `--backend` (default auto) and `--harness-profile`. Tests marked `root` skip when not root.
+`scenario[<backend>]` and whose keywords include the scenario's name (so `-k macvlan-bridge` selects it
+even from a file named otherwise); running it runs the engine, a failure prints the domain report (who
+could not reach whom, expected vs observed, the probe and its output) instead of a traceback, a missing
+kernel feature is a skip with the feature named, and `reportinfo` points at the YAML. Scenarios whose
+backend is a batch backend (vm, vagrant) run together in one boot per run, shared by every worker.
+
+Under pytest-xdist every worker and the controller share one run id (`harness.runid.adopt` of the
+`testrun_uid`), and every worker puts its worker id into every namespace name. The controller (or a
+plain run) removes the run's batch directory at the end.
+
+Options: `--backend` (default auto) and `--harness-profile`. Markers (declared here, and only here, so
+an installed plugin needs no ini file): scenario, root, vm, bench, docker. Tests marked `root` skip when
+not root. The plugin's state lives in `config.stash`.
 """
 
 from __future__ import annotations
 
 import os
-import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from harness.errors import HarnessError, ScenarioError
-from harness.profiles import DEFAULT_PROFILE, PROFILES
+from backends.base import BATCH, backend_names
+from harness import runid
+from harness.docker.profiles import DEFAULT_PROFILE, PROFILES
+from harness.errors import HarnessError
 from harness.results import ERROR, FAIL, SKIP, ScenarioResult
+
+if TYPE_CHECKING:
+    from backends.batch import BatchCache
+    from backends.select import BackendChooser
+    from harness.model import Scenario
+
+MARKERS = {
+    "scenario": "a documented scenario run by the engine",
+    "root": "needs root to create network namespaces",
+    "vm": "boots a qemu VM with a full distro kernel",
+    "bench": "runs the iperf3 throughput benchmark",
+    "docker": "runs a real Docker engine",
+}
+
+# Plugin state, one per pytest run (config), never module globals: pytester and in-process runs share
+# this module.
+CHOOSER_KEY: pytest.StashKey[BackendChooser] = pytest.StashKey()  # made on first use
+BATCHES_KEY: pytest.StashKey[dict[str, list[Scenario]]] = pytest.StashKey()  # batch backend -> its scenarios
+CACHES_KEY: pytest.StashKey[dict[str, BatchCache]] = pytest.StashKey()  # batch backend -> its results cache
+
+_WORKER_RUN_ID = "harness_run_id"  # the controller's run id, handed to each pytest-xdist worker
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("harness", "Docker macvlan/ipvlan scenarios")
-    group.addoption("--backend", default="auto", help="backend for scenario items: auto (default), netns, vm, dry-run")
+    names = ["auto", *backend_names()]
+    group.addoption("--backend", default="auto", choices=names,
+                    help=f"backend for scenario items: {', '.join(names)} (default %(default)s)")
     group.addoption("--harness-profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
                     help="Docker behaviour to emulate (default %(default)s)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    for name, description in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {description}")
     workerinput = getattr(config, "workerinput", None)
-    uid = workerinput.get("testrunuid") if workerinput else None
-    # One run id for the controller and every worker, so names show which run made them.
-    if "HARNESS_RUN_ID" not in os.environ:
-        rid = (uid or "")[:4].lower()
-        os.environ["HARNESS_RUN_ID"] = rid if len(rid) == 4 and all(c in "0123456789abcdef" for c in rid) \
-            else secrets.token_hex(2)
-    config.addinivalue_line("markers", "scenario: a documented scenario run by the engine")
-    config.addinivalue_line("markers", "root: needs root to create network namespaces")
-    config.addinivalue_line("markers", "vm: boots a qemu VM with a full distro kernel")
-    config.addinivalue_line("markers", "bench: runs the iperf3 throughput benchmark")
+    if workerinput is not None:  # a pytest-xdist worker: the controller's run id
+        runid.adopt(workerinput.get(_WORKER_RUN_ID) or workerinput.get("testrunuid"))
+    else:  # the controller or a plain run; the controller adopts testrun_uid in pytest_configure_node
+        runid.adopt(None)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """pytest-xdist's controller, before starting a worker: one run id, derived from testrun_uid."""
+    node.workerinput[_WORKER_RUN_ID] = runid.adopt(node.workerinput.get("testrunuid"))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    # Every worker sees the same selected items, so each knows the whole VM batch of the run.
-    session.config._harness_vm_batch = [i.scenario for i in session.items
-                                        if isinstance(i, ScenarioItem) and getattr(i.backend, "batch", False)]
+    # Every worker collects the same items, so each knows the whole batch of the run.
+    batches: dict[str, list[Scenario]] = {}
+    for item in session.items:
+        if isinstance(item, ScenarioItem) and item.backend.kind == BATCH:
+            batches.setdefault(item.backend.name, []).append(item.scenario)
+    session.config.stash[BATCHES_KEY] = batches
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if getattr(config, "workerinput", None) is None:  # the controller (or a plain run) cleans up
+    # The controller (or a plain run) removes the run's batch directory, which its workers may have
+    # filled; only when this run could have chosen a batch backend, so that a dry-run or netns pytest
+    # run nested in another one (pytester) never removes the outer run's directory.
+    if getattr(config, "workerinput", None) is None and _may_batch(config.getoption("--backend")):
         import shutil
-        import tempfile
 
-        shutil.rmtree(Path(tempfile.gettempdir()) / f"hxvm-batch-{os.environ.get('HARNESS_RUN_ID', '')}",
-                      ignore_errors=True)
+        from backends.batch import batch_dir
 
-
-_BATCHES: dict[str, object] = {}
+        shutil.rmtree(batch_dir(runid.run_id()), ignore_errors=True)
 
 
-def _batch_result(item: ScenarioItem) -> ScenarioResult:
-    from backends.vm import BatchCache
+def _may_batch(name: str) -> bool:
+    from backends.base import backend_class
+    from backends.select import AUTO_ORDER
 
-    cache = _BATCHES.get(item.backend.name)
-    if cache is None:
-        cache = _BATCHES[item.backend.name] = BatchCache(item.backend, os.environ["HARNESS_RUN_ID"])
-    batch = getattr(item.config, "_harness_vm_batch", None) or [item.scenario]
-    return cache.result(item.scenario, batch, item.profile)
+    candidates = [n for n in AUTO_ORDER if n in backend_names()] if name == "auto" else [name]
+    return any(backend_class(n).kind == BATCH for n in candidates)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("root") and os.geteuid() != 0:
         pytest.skip("needs root: it creates network namespaces")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    # A skipped scenario points at its YAML (`-rs`: "scenarios/x.yaml:1: kernel lacks ..."), not at this plugin.
+    if isinstance(item, ScenarioItem) and report.skipped and isinstance(report.longrepr, tuple):
+        report.longrepr = (str(item.path), 1, report.longrepr[2])
 
 
 def pytest_collect_file(parent: pytest.Collector, file_path: Path):
@@ -81,29 +126,29 @@ def pytest_collect_file(parent: pytest.Collector, file_path: Path):
     return None
 
 
+def chooser(config: pytest.Config) -> BackendChooser:
+    """The run's BackendChooser (one per run: it caches backends and their capability probes)."""
+    found = config.stash.get(CHOOSER_KEY, None)
+    if found is None:
+        from backends.select import BackendChooser
+
+        found = config.stash[CHOOSER_KEY] = BackendChooser(config.getoption("--backend"),
+                                                            config.getoption("--harness-profile"))
+    return found
+
+
 class ScenarioFile(pytest.File):
     def collect(self):
         from harness.loader import load_scenario
 
         try:
-            scenario = load_scenario(self.path)
-        except ScenarioError as exc:
+            scenario = load_scenario(self.path)  # ScenarioError: file:line and what is wrong
+            backend = chooser(self.config).choose(scenario)
+        except HarnessError as exc:
             raise self.CollectError(str(exc)) from None
         profile = self.config.getoption("--harness-profile")
-        backend = _chooser(self.config).choose(scenario)
         yield ScenarioItem.from_parent(self, name=f"scenario[{backend.name}]", scenario=scenario,
                                        backend=backend, profile=profile)
-
-
-def _chooser(config: pytest.Config):
-    """One BackendChooser per run (it caches backends and their capability probes)."""
-    chooser = getattr(config, "_harness_chooser", None)
-    if chooser is None:
-        from harness.cli import BackendChooser
-
-        chooser = config._harness_chooser = BackendChooser(config.getoption("--backend"),
-                                                           config.getoption("--harness-profile"))
-    return chooser
 
 
 class ScenarioFailed(Exception):
@@ -119,19 +164,30 @@ class ScenarioItem(pytest.Item):
         self.backend = backend
         self.profile = profile
         self.add_marker(pytest.mark.scenario)
+        self.extra_keyword_matches.add(scenario.name)  # -k by scenario name, whatever the file is called
         self.result: ScenarioResult | None = None
 
     def runtest(self) -> None:
-        from harness.engine import Engine
-
-        if getattr(self.backend, "batch", False):
-            self.result = result = _batch_result(self)  # one VM boot serves every VM scenario of the run
+        if self.backend.kind == BATCH:
+            self.result = result = self._batch_result()  # one boot serves every scenario of its batch
         else:
+            from harness.engine import Engine
+
             self.result = result = Engine(self.backend, profile=self.profile).run(self.scenario)
         if result.status == SKIP:
             pytest.skip(result.reason)
         if result.status in (FAIL, ERROR):
             raise ScenarioFailed(result)
+
+    def _batch_result(self) -> ScenarioResult:
+        from backends.batch import BatchCache
+
+        caches = self.config.stash.setdefault(CACHES_KEY, {})
+        cache = caches.get(self.backend.name)
+        if cache is None:
+            cache = caches[self.backend.name] = BatchCache(self.backend, runid.run_id())
+        batch = self.config.stash.get(BATCHES_KEY, {}).get(self.backend.name) or [self.scenario]
+        return cache.result(self.scenario, batch, self.profile)
 
     def repr_failure(self, excinfo, style=None):
         if isinstance(excinfo.value, ScenarioFailed):

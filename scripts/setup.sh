@@ -21,9 +21,6 @@ if "$PYTHON" -c 'import os, sys, sysconfig; sys.exit(0 if os.path.exists(os.path
 fi
 "$PYTHON" -m pip install "${pip_flags[@]}" -e ".[dev]"
 
-# The VM backend boots Debian's kernel package: fetch and unpack it now (cached, nothing installed).
-"$PYTHON" - <<'PY'
-from backends.vmimage import fetch_kernel
-bundle = fetch_kernel()
-print(f"VM kernel ready: {bundle.release}")
-PY
+# The VM backend boots Debian's kernel package: fetch and unpack it now, build the guest image and probe
+# what its kernel can do (cached, nothing installed into /boot). Choosing a backend never downloads.
+"$PYTHON" -m harness prepare --backend vm

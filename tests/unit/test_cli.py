@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.checks import error_matches
-from harness.cli import keyword_filter, main
-from harness.errors import HarnessError
+from harness.cli import main
 from harness.loader import load_scenario
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
@@ -233,35 +232,6 @@ def test_list_shows_the_kernel_features_each_scenario_needs(capsys):
     assert features["ipvlan-multi-subnet-210"] == "bridge, dummy, ipvlan, veth"
     assert features["macvlan-dummy-parent"] == "bridge, dummy, macvlan, veth"
     assert "ipv6" in features["macvlan-dual-stack-218"]
-
-
-@pytest.mark.parametrize("expr, selected", [
-    (None, {"macvlan-vlan50", "macvlan-vlan60", "macvlan-private", "macvlan-vepa", "macvlan-vepa-hairpin",
-            "ipvlan-multi-subnet-210"}),
-    ("vlan50", {"macvlan-vlan50"}),
-    ("VLAN50", {"macvlan-vlan50"}),
-    ("vlan5 or vlan6", {"macvlan-vlan50", "macvlan-vlan60"}),
-    ("vepa and not hairpin", {"macvlan-vepa"}),
-    ("(private or vepa) and not hairpin", {"macvlan-private", "macvlan-vepa"}),
-    ("not macvlan", {"ipvlan-multi-subnet-210"}),
-])
-def test_keyword_filter(expr, selected):
-    names = ["macvlan-vlan50", "macvlan-vlan60", "macvlan-private", "macvlan-vepa", "macvlan-vepa-hairpin",
-             "ipvlan-multi-subnet-210"]
-    keep = keyword_filter(expr)
-    assert {n for n in names if keep(n)} == selected
-
-
-@pytest.mark.parametrize("expr", ["__import__('os')", "vlan50; x", "a == b"])
-def test_keyword_filter_refuses_anything_but_words(expr):
-    with pytest.raises(HarnessError, match="-k: cannot use"):
-        keyword_filter(expr)
-
-
-def test_keyword_filter_reports_a_malformed_expression():
-    keep = keyword_filter("vlan50 and")
-    with pytest.raises(HarnessError, match="not a valid keyword expression"):
-        keep("macvlan-vlan50")
 
 
 def test_version(capsys):
