@@ -141,7 +141,7 @@ class BenchRunner:
         needs_iperf = any(t in self.params.tests for t in ("tcp", "udp"))
         if needs_iperf and shutil.which("iperf3") is None:
             raise BenchUnavailable("iperf3 is not installed: install the Debian package `iperf3` (apt-get install iperf3)")
-        reason = self.backend.available() if hasattr(self.backend, "available") else None
+        reason = self.backend.available()
         if reason:
             raise BenchUnavailable(f"backend {self.params.backend}: {reason}")
 
@@ -163,7 +163,7 @@ class BenchRunner:
 
     def _build(self, stack: ExitStack, topo: Topology) -> None:
         session = stack.enter_context(self.backend.session(f"bench-{topo.name}"))
-        self.kernel = self.kernel or getattr(session, "kernel", "")
+        self.kernel = self.kernel or session.kernel
         try:
             for op in topo.ops:
                 session.apply(op)

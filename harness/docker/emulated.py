@@ -22,6 +22,7 @@ from harness.docker.profiles import DEFAULT_PROFILE
 from harness.errors import HarnessError, KernelError
 from harness.model import IPNetwork, Scenario, Step
 from harness.plan import AddLink, CompiledStep, Op, Plan, inverse, render
+from harness.world import World
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,6 @@ def compile_scenario(scenario: Scenario, profile: str = DEFAULT_PROFILE) -> Comp
                 vlan = emulator.vlan_of(net.parent)
                 seen[net.id] = [(pool.subnet, vlan) for pool in net.pools]
     vlans = tuple(entry for entries in seen.values() for entry in entries)
-    from harness.world import World  # the world is built from the compile's VLANs
-
     world = World.of(scenario.topology, vlans)
     compiled = CompiledScenario(scenario, Plan(scenario.name, emulator.profile.name, world.ops(), tuple(steps)),
                                 vlans, emulator)
