@@ -1,0 +1,79 @@
+"""`harness run`: every selected scenario on its backend, the verdict table, JSON and JUnit."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from backends.base import BATCH
+from backends.select import BackendChooser
+from harness.cli.common import DEFAULT_SCENARIOS, STATUS_STYLE, backend_options, load_scenarios, new_console
+from harness.engine import Engine
+from harness.keywords import keyword_filter
+from harness.model import Scenario
+from harness.results import ERROR, FAIL, PASS, SKIP, ScenarioResult, write_json, write_junit
+
+
+def cmd_run(args) -> int:
+    scenarios, errors = load_scenarios(args.paths or [str(DEFAULT_SCENARIOS)])
+    for e in errors:
+        new_console(True).print(f"[red]invalid[/red] {e}")
+    if errors:
+        return 2
+    keep = keyword_filter(args.k)
+    scenarios = [s for s in scenarios if keep(s.name)]
+    if not scenarios:
+        new_console(True).print("no scenario selected")
+        return 2
+    chooser = BackendChooser(args.backend, args.profile, options=backend_options(args))
+    by_path: dict[str, ScenarioResult] = {}
+    console = new_console()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True, disable=args.quiet) as progress:
+        task = progress.add_task("scenarios", total=len(scenarios))
+        batches: dict[str, list[Scenario]] = {}
+        for s in scenarios:
+            backend = chooser.choose(s)
+            if backend.kind == BATCH:
+                batches.setdefault(backend.name, []).append(s)  # one boot serves them all, below
+                continue
+            engine = Engine(backend, profile=args.profile, matrix=not args.no_matrix,
+                            on_event=lambda name, phase: progress.update(task, description=f"{name}: {phase}"))
+            progress.update(task, description=f"{s.name} [{backend.name}]")
+            by_path[s.path] = engine.run(s)
+            progress.advance(task)
+        for name, batch in batches.items():
+            progress.update(task, description=f"{len(batch)} scenarios in one {name} boot")
+            for result in chooser.backend(name).run_batch(batch, args.profile, matrix=not args.no_matrix):
+                by_path[result.path] = result
+                progress.advance(task)
+    results = [by_path[s.path] for s in scenarios]
+    _print_results(results, console, verbose=args.verbose)
+    if args.json:
+        write_json(results, args.json)
+    if args.junit:
+        write_junit(results, args.junit)
+    return 1 if any(r.status in (FAIL, ERROR) for r in results) else 0
+
+
+def _print_results(results: list[ScenarioResult], console: Console, verbose: bool = False) -> None:
+    table = Table("scenario", "backend", "status", "checks", "setup s", "checks s", "teardown s", "reason",
+                  title="verdicts")
+    for r in results:
+        style = STATUS_STYLE[r.status]
+        passed = sum(c.ok for c in r.checks)
+        d = r.durations
+        table.add_row(r.scenario, r.backend, f"[{style}]{r.status}[/{style}]", f"{passed}/{len(r.checks)}",
+                      f"{d.get('setup', 0):.2f}", f"{d.get('checks', 0):.2f}", f"{d.get('teardown', 0):.2f}",
+                      r.reason.splitlines()[0] if r.reason else "")
+    console.print(table)
+    for r in results:
+        if r.status in (FAIL, ERROR):
+            console.print(f"\n[bold]{r.scenario}[/bold] ({r.path}) on {r.backend}, kernel {r.kernel}:")
+            console.print(r.failure_report(), markup=False)
+        elif verbose:
+            for c in r.checks:
+                console.print(f"  {'ok  ' if c.ok else 'FAIL'} {c.message}", markup=False)
+    counts = {s: sum(r.status == s for r in results) for s in (PASS, FAIL, SKIP, ERROR)}
+    console.print(f"{counts[PASS]} passed, {counts[FAIL]} failed, {counts[SKIP]} skipped, {counts[ERROR]} errors")
