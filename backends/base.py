@@ -113,6 +113,7 @@ def unavailable_everywhere(reason: str) -> dict[str, Capability]:
 _REGISTRY: dict[str, str] = {
     "netns": "backends.netns:NetnsBackend",
     "dry-run": "backends.dryrun:DryRunBackend",
+    "docker": "backends.docker:DockerBackend",
     "vm": "backends.vm:VMBackend",
     "vagrant": "backends.vagrant:VagrantBackend",
 }

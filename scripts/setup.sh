@@ -13,6 +13,22 @@ apt-get install -y -qq \
     qemu-system-x86 busybox-static dash binutils cpio \
     python3 python3-pip python3-venv ca-certificates >/dev/null
 
+# docker.io (Debian's Docker 20.10): the docker backend starts its own private dockerd inside a harness
+# namespace. The package's own daemon must never start (it would make docker0 and iptables rules in the
+# machine's root namespace): policy-rc.d refuses service starts during the install, and where systemd
+# runs, the units are masked.
+if ! command -v dockerd >/dev/null 2>&1; then
+    made_policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made_policy=1
+    fi
+    apt-get install -y -qq --no-install-recommends docker.io >/dev/null
+    if [ -n "$made_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
+fi
+if [ -d /run/systemd/system ]; then
+    systemctl mask --now docker.service docker.socket containerd.service >/dev/null 2>&1 || true
+fi
+
 PYTHON=${PYTHON:-python3}
 pip_flags=(-q)
 # Debian's own python3 refuses system-wide pip installs (PEP 668); a pyenv or venv python does not.
@@ -24,3 +40,5 @@ fi
 # The VM backend boots Debian's kernel package: fetch and unpack it now, build the guest image and probe
 # what its kernel can do (cached, nothing installed into /boot). Choosing a backend never downloads.
 "$PYTHON" -m harness prepare --backend vm
+# The docker backend's offline image (a busybox rootfs; no registry is reachable).
+"$PYTHON" -m harness prepare --backend docker
