@@ -9,6 +9,7 @@ for every pytest-xdist worker (the first worker that needs a result runs the who
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from harness import proc
 from harness.model import Scenario
 from harness.results import ERROR, ScenarioResult
 
@@ -62,18 +64,21 @@ class BatchCache:
     """One batch per test run and backend, shared by pytest-xdist workers behind a file lock.
 
     The first worker that needs a result of `backend` runs every scenario of the run's batch with
-    `backend.run_batch` and writes the records to `<batch_dir(run_id)>/<backend>.json`; the others
-    wait on the lock and read them.
+    `backend.run_batch` and writes the records to `<batch_dir(run_id)>/<key>.json`; the others
+    wait on the lock and read them. `key` is the backend's name, or with several kernels of one backend
+    (a kernel matrix) one per kernel, such as `vm-6.12`.
     """
 
     batch_dir = staticmethod(batch_dir)
 
-    def __init__(self, backend, run_id: str, directory: Path | None = None):
+    def __init__(self, backend, run_id: str, directory: Path | None = None, key: str | None = None):
         self.backend = backend
         self.dir = Path(directory) if directory is not None else batch_dir(run_id)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.results_file = self.dir / f"{backend.name}.json"
-        self.lock_file = self.dir / f"{backend.name}.lock"
+        proc.add_owner(self.dir)  # every worker of the run: `harness clean` removes it only when all are gone
+        key = re.sub(r"[^\w.+-]", "_", key or backend.name)  # a file name, whatever the kernel is called
+        self.results_file = self.dir / f"{key}.json"
+        self.lock_file = self.dir / f"{key}.lock"
         self._memo: dict[str, ScenarioResult] | None = None
 
     def result(self, scenario: Scenario, batch: Iterable[Scenario], profile: str) -> ScenarioResult:

@@ -8,10 +8,19 @@ argv lists inside a node (`run`, `run_many`) and starts background processes (`s
 `harness.proc`, which enters the node's namespace between fork and exec. Nothing is ever created in the
 machine's root namespace.
 
-Each session writes an owner record, `/run/harness/<prefix>.pid`: a small JSON document naming the
-process (its PID and its start time from /proc/<pid>/stat, so that a reused PID is not taken for the
-owner), the scenario (the session's label) and when it started. `clean_leftovers` removes, by prefix
-only, the namespaces whose owner is gone, and names the owner of every namespace it keeps.
+Each session claims its prefix with an owner record, `/run/harness/<prefix>.pid`: a small JSON document
+naming the process (its PID and its start time from /proc/<pid>/stat, so that a reused PID is not taken
+for the owner), the scenario (the session's label) and when it started. The claim is exclusive (a hard
+link, which fails if the record exists), and a prefix that already has a record or a namespace is
+skipped, so two runs given the same `HARNESS_RUN_ID` never share names, and a killed run's leftovers
+are never taken for a new run's. A namespace is removed only if it is the very one this session
+created (see `_create_node`). Namespace names are checked (`check_name`) before any syscall: pyroute2
+takes a name holding '/' for a path relative to the working directory.
+
+`clean_leftovers` removes, by prefix only, what a killed run left: the processes still running in its
+namespaces (found by the namespace's device and inode, ended by PID), the namespaces and dead owners'
+records; it names the owner of every namespace it keeps. (`harness clean` also removes dead runs'
+temporary directories: `harness.proc.clean_temp_dirs`.)
 """
 
 from __future__ import annotations
@@ -22,7 +31,10 @@ import json
 import os
 import platform
 import re
+import shutil
+import signal
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -35,7 +47,7 @@ from pyroute2.netlink.rtnl.ifinfmsg.plugins import ipvlan as _ipvlan_plugin
 from backends.base import SESSION, BackgroundProcess, Capability, CommandResult, unavailable_everywhere
 from harness import proc
 from harness.docker.emulated import CompiledScenario, EmulatedDocker
-from harness.errors import BackendUnavailable, KernelError
+from harness.errors import BackendUnavailable, HarnessError, KernelError
 from harness.plan import (
     FEATURES,
     AddAddress,
@@ -50,7 +62,7 @@ from harness.plan import (
     SetLink,
     SetSysctl,
 )
-from harness.runid import PREFIX, next_prefix, run_id, worker_char
+from harness.runid import PREFIX, prefix_candidates
 
 # pyroute2 knows IFLA_IPVLAN_MODE but not IFLA_IPVLAN_FLAGS (bridge/private/vepa, Linux 4.15+).
 if len(_ipvlan_plugin.ipvlan.nla_map) == 2:
@@ -63,9 +75,59 @@ IFA_F_NODAD = 0x02
 CLONE_NEWNET = 0x40000000
 IPVLAN_MODES = {"l2": 0, "l3": 1, "l3s": 2}
 IPVLAN_FLAGS = {"bridge": 0, "private": 1, "vepa": 2}
+TOOLS = (("ip", "iproute2"), ("ping", "iputils-ping"))  # what the checks run in the namespaces, and its package
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+_NODE = re.compile(r"[A-Za-z0-9_.-]+")  # a node's part of the name; a long one gets a stand-in
+
+
+def check_name(name: str) -> str:
+    """`name` if it can name a namespace of ours, else HarnessError, before any syscall touches it.
+
+    pyroute2 takes a name holding '/' for a path relative to the working directory (and would create
+    directories and mounts there); '.' and '..' are directories. So: [A-Za-z0-9_.-], at most 15 characters.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in (".", ".."):
+        raise HarnessError(f"invalid network namespace name {name!r}: only letters, digits, '_', '.' and '-', "
+                           "at most 15 characters, not '.' or '..'")
+    return name
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of what is at `path` now: for a namespace mount, the namespace itself."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _netns_dir_problem() -> str | None:
+    """Why namespaces cannot be named in /run/netns (read-only, not a directory), or None."""
+    where = NETNS_DIR if os.path.lexists(NETNS_DIR) else os.path.dirname(NETNS_DIR)
+    if not os.path.isdir(where):
+        return f"cannot create network namespaces: {where} is not a directory"
+    try:
+        read_only = bool(os.statvfs(where).f_flag & os.ST_RDONLY)
+    except OSError as exc:
+        return f"cannot create network namespaces: {where}: {exc.strerror}"
+    if read_only or not os.access(where, os.W_OK | os.X_OK):
+        return f"cannot create network namespaces: {where} is {'read-only' if read_only else 'not writable'}"
+    return None
+
+
+def _netns_dir() -> None:
+    """Make /run/netns if needed; a read-only or unusable /run is a clean error, not a traceback."""
+    problem = _netns_dir_problem()
+    if problem is None:
+        try:
+            os.makedirs(NETNS_DIR, exist_ok=True)
+        except OSError as exc:
+            problem = f"cannot create network namespaces: {NETNS_DIR}: {exc.strerror}"
+    if problem:
+        raise BackendUnavailable(problem)
 
 
 def _in_namespace(name: str, fn):
@@ -74,7 +136,7 @@ def _in_namespace(name: str, fn):
 
     def target():
         try:
-            fd = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY)
+            fd = os.open(os.path.join(NETNS_DIR, check_name(name)), os.O_RDONLY)
             try:
                 if _libc.setns(fd, CLONE_NEWNET) != 0:
                     err = ctypes.get_errno()
@@ -109,6 +171,7 @@ class NetnsSession:
     nodes: dict[str, str] = field(default_factory=dict)  # logical -> namespace name
     handles: dict[str, IPRoute] = field(default_factory=dict)
     closing: bool = False  # set when the whole session unwinds: removing a namespace removes its links
+    serial: int = 0  # stand-in names for long node names: never reused within a session
 
     # -- names ------------------------------------------------------------------------------------
 
@@ -131,7 +194,10 @@ class NetnsSession:
 
     def apply(self, op: Op) -> None:
         try:
-            self._apply(op)
+            # One operation is a few netlink messages (and a fork for a new namespace): a signal waits
+            # for its end, so an undo never meets a half-done operation or an unrecorded namespace.
+            with proc.deferred_signals():
+                self._apply(op)
         except NetlinkError as exc:
             raise KernelError(op, exc.code, os.strerror(exc.code), getattr(op, "node", "")) from None
         except OSError as exc:
@@ -186,15 +252,41 @@ class NetnsSession:
     def _create_node(self, node: str) -> None:
         if node in self.nodes:
             raise KernelError(CreateNode(node, "?"), errno.EEXIST, f"node {node} exists", node)
+        if not _NODE.fullmatch(node) or node in (".", ".."):  # even where a stand-in would hide it
+            raise HarnessError(f"invalid network namespace name for node {node!r}: only letters, digits, "
+                               "'_', '.' and '-', not '.' or '..'")
         name = f"{self.prefix}-{node}"
         if len(name) > 15:
             # Long container names get a short, stable stand-in; the logical name stays in every report.
-            name = f"{self.prefix}-n{len(self.nodes)}"
-        # The undo goes on the stack first: an interrupt inside create must not leak the namespace.
-        self.stack.callback(_remove_netns, name)
-        netns.create(name)
+            # '_' never starts a container name, so a stand-in never meets a real node's name.
+            name = f"{self.prefix}-_{self.serial}"
+            self.serial += 1
+        check_name(name)  # before anything touches the file system
+        # A run removes only what it created. The undo goes on the stack before the create (an exception
+        # between a create and its undo would leak), and removes the namespace only if it is the one
+        # created here: `made` gets its (st_dev, st_ino) right after the create, in the same section
+        # that defers signals (harness.proc), so no interrupt falls between them. A create that fails
+        # because the name exists (EEXIST: pyroute2 makes the mount point with O_EXCL) leaves `made`
+        # empty and the undo touches nothing: that namespace is someone else's. The prefix is claimed
+        # exclusively (`_claim_prefix`), so this is a last line of defence, not the normal path.
+        # A create that fails otherwise (a mount refused) may leave what it made so far: removed if it
+        # appeared during this attempt (nothing was there before, its ctime is not older than the attempt).
+        path = os.path.join(NETNS_DIR, name)
+        if os.path.lexists(path):
+            raise KernelError(CreateNode(node, "?"), errno.EEXIST,
+                              f"network namespace {name} exists and is not this run's", node)
+        made: dict = {}
+        self.stack.callback(_remove_own_netns, name, made)
+        try:
+            made["attempt"] = time.time()
+            netns.create(name)
+        except FileExistsError:
+            made.clear()
+            raise KernelError(CreateNode(node, "?"), errno.EEXIST,
+                              f"network namespace {name} exists and is not this run's", node) from None
+        made["identity"] = _identity(path)
         self.nodes[node] = name
-        ipr = IPRoute(netns=name)
+        ipr = IPRoute(netns=name, flags=0)  # flags=0: open it, never create it again if it vanished
         self.handles[name] = ipr
         self.stack.callback(self._close_handle, name)
         lo = ipr.link_lookup(ifname="lo")
@@ -211,7 +303,7 @@ class NetnsSession:
         if name is None:
             return
         self._close_handle(name)
-        _remove_netns(name)
+        _remove_netns(name)  # its undo then finds nothing of its own there and does nothing
 
     def _add_link(self, op: AddLink) -> None:
         ipr = self._ipr(op.node)
@@ -319,50 +411,78 @@ def _record_path(prefix: str) -> str:
     return os.path.join(OWNERS_DIR, f"{prefix}.pid")
 
 
-def _process_start(pid: int) -> int | None:
-    """Field 22 of /proc/<pid>/stat (when the process started, in clock ticks after boot); None if it is
-    gone or a zombie (dead, only not yet reaped)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    # Field 2, the command name, is in parentheses and may itself hold spaces and parentheses.
-    rest = stat[stat.rfind(")") + 2:].split()
-    if not rest or rest[0] in ("Z", "X"):  # field 3: the state
-        return None
-    try:
-        return int(rest[22 - 3])
-    except (IndexError, ValueError):
-        return None
+_process_start = proc.process_start  # when a process started: with its PID, it names the owner
 
 
-def _claim(prefix: str, label: str) -> None:
-    """Record this process as the owner of `prefix`'s namespaces, so `harness clean` leaves them alone."""
+def _claim(prefix: str, label: str) -> bool:
+    """Record this process as the owner of `prefix`'s namespaces, exclusively: False if `prefix` has an
+    owner record already (a live run's, or a killed run's that `harness clean` has not removed yet)."""
     pid = os.getpid()
     record = {"pid": pid, "scenario": label, "started": datetime.now(UTC).isoformat(timespec="seconds"),
               "starttime": _process_start(pid)}
     path = _record_path(prefix)
-    temporary = f"{path}.{pid}.tmp"
-    for attempt in range(3):
+    temporary = f"{path}.{pid}.{threading.get_ident()}.tmp"
+    for attempt in range(100):
         try:
-            os.makedirs(OWNERS_DIR, exist_ok=True)
-            # Written whole, then renamed: a concurrent `harness clean` never reads half a record.
+            try:
+                os.makedirs(OWNERS_DIR)
+            except FileExistsError:  # (makedirs' exist_ok raises it too when a rmdir follows the mkdir)
+                pass
+            # Written whole, then linked: a reader never sees half a record, and link(2) fails with EEXIST
+            # when the record exists, so of two claims of one prefix exactly one wins.
             with open(temporary, "w") as f:
                 json.dump(record, f)
-            os.replace(temporary, path)
-            return
-        except FileNotFoundError:  # another run's _release removed the empty directory just now
-            if attempt == 2:
+        except FileNotFoundError:
+            # Another run's _release removed the empty directory between makedirs and open: again.
+            # (Once our temporary file is in it, the directory is not empty and stays.)
+            if attempt == 99:
                 raise
+            continue
+        try:
+            os.link(temporary, path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(temporary)
+    return False
 
 
-def _release(prefix: str) -> None:
+def _release(prefix: str, owner: Owner | None = None) -> None:
+    """Remove `prefix`'s owner record if it is this process's, or, given `owner`, if it still is that dead
+    owner's (a concurrent `harness clean` may have removed it meanwhile and a new run claimed the prefix)."""
+    current = _read_owner(prefix)
+    if current is None or (current != owner if owner is not None else current.pid != os.getpid()):
+        return
     try:
         os.unlink(_record_path(prefix))
         os.rmdir(OWNERS_DIR)  # only succeeds when no other run owns anything: nothing left behind
     except OSError:
         pass
+
+
+def _claim_prefix(label: str) -> str:
+    """Claim the first prefix of this run and worker that no live run owns and no namespace uses."""
+    busy = []
+    for prefix in prefix_candidates():
+        if _prefix_in_use(prefix):
+            busy.append(prefix)
+            continue
+        if _claim(prefix, label):
+            if not _prefix_in_use(prefix):  # a namespace made between the check and the claim: not ours
+                return prefix
+            _release(prefix)
+        busy.append(prefix)
+    raise HarnessError(f"every namespace prefix of this run ({busy[0][:-1]}*) is in use by a live run or a killed "
+                       "run's leftovers: run `python3 -m harness clean`, or set another HARNESS_RUN_ID")
+
+
+def _prefix_in_use(prefix: str) -> bool:
+    try:
+        names = os.listdir(NETNS_DIR)
+    except FileNotFoundError:
+        return False
+    return any(name.startswith(prefix + "-") for name in names)
 
 
 def _read_owner(prefix: str) -> Owner | None:
@@ -403,8 +523,24 @@ def _live_owner(prefix: str) -> Owner | None:
     return owner
 
 
+def _remove_own_netns(name: str, made: dict) -> None:
+    """The undo of `NetnsSession._create_node`: remove the namespace only if it is the one created there."""
+    path = os.path.join(NETNS_DIR, name)
+    if "identity" in made:
+        if made["identity"] is not None and _identity(path) == made["identity"]:
+            _remove_netns(name)
+    elif "attempt" in made:  # the create failed or never returned: what it made since the attempt is ours
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return
+        if st.st_ctime >= made["attempt"] - 1:  # file systems keep ctime in coarse ticks
+            _remove_netns(name)
+
+
 def _remove_netns(name: str) -> None:
-    if os.path.exists(os.path.join(NETNS_DIR, name)):
+    check_name(name)
+    if os.path.lexists(os.path.join(NETNS_DIR, name)):
         try:
             netns.remove(name)
         except OSError as exc:
@@ -428,12 +564,18 @@ _PROBES: dict[str, dict] = {
 def probe_capabilities() -> dict[str, Capability]:
     """Create one link of each kind in a throwaway namespace; what the kernel refuses is missing."""
     caps: dict[str, Capability] = {}
-    prefix = f"{PREFIX}{run_id()}{worker_char()}z"
+    _netns_dir()
+    with proc.deferred_signals():  # a claimed prefix is released below, whatever interrupts
+        prefix = _claim_prefix("capability probe")
     name = f"{prefix}-probe"
-    _claim(prefix, "capability probe")
+    made: dict = {}
     try:
-        netns.create(name)  # inside the try: an interrupt during create must not leak the namespace
-        with IPRoute(netns=name) as ipr:
+        with proc.deferred_signals():  # the create and the record of what it made, uninterrupted
+            made["attempt"] = time.time()
+            netns.create(name)
+            made["identity"] = _identity(os.path.join(NETNS_DIR, name))
+            ipr = IPRoute(netns=name, flags=0)
+        with ipr:
             for i, (feature, spec) in enumerate(_PROBES.items()):
                 spec = dict(spec)
                 if spec.get("link") == "base":
@@ -455,8 +597,9 @@ def probe_capabilities() -> dict[str, Capability]:
         has_v6 = os.path.exists("/proc/sys/net/ipv6")
         caps["ipv6"] = Capability("ipv6", has_v6, "" if has_v6 else f"kernel lacks {FEATURES['ipv6']}")
     finally:
-        _remove_netns(name)
-        _release(prefix)
+        with proc.deferred_signals():  # a signal now must not cut the removal short
+            _remove_own_netns(name, made)
+            _release(prefix)
     return caps
 
 
@@ -480,27 +623,98 @@ def _probe_vlan_filtering(ipr: IPRoute) -> Capability:
         return Capability(feature, False, f"probing {feature} failed: {os.strerror(exc.code)}")
 
 
-def clean_leftovers(match: str = PREFIX) -> tuple[list[str], list[str]]:
-    """Remove namespaces a killed run left behind, by the harness prefix only.
+def clean_leftovers(match: str = PREFIX, ended: list[str] | None = None) -> tuple[list[str], list[str]]:
+    """Remove what killed runs left behind, by the harness prefix only: namespaces, the processes still
+    running in them, and dead owners' records.
 
     Namespaces whose owner (see `_claim`) is still running belong to a live run (another shell, a
-    pytest-xdist worker) and are kept. Returns (removed, kept): namespace names, each kept one followed
-    by whose it is, e.g. "hx1234m1-host (scenario macvlan-bridge, pid 4242)". `match` narrows the names
-    further (a test cleaning only its own run's).
+    pytest-xdist worker) and are kept. A process whose network namespace (device and inode of
+    /proc/PID/ns/net) is a removed namespace's was started there by the dead run (an iperf3 or probe
+    server after a SIGKILL): it is killed by PID before the name goes, or it would keep the namespace
+    alive, out of sight. Returns (removed, kept): namespace names, each kept one followed by whose it is,
+    e.g. "hx1234m1-host (scenario macvlan-bridge, pid 4242)"; `ended` (if given) gets "PID (command) in
+    NAME" for each process ended. `match` narrows the names further (a test cleaning only its own run's).
     """
     removed, kept = [], []
-    for name in sorted(os.listdir(NETNS_DIR)) if os.path.isdir(NETNS_DIR) else []:
-        if not LEFTOVER.match(name) or not name.startswith(match):
+    names = sorted(os.listdir(NETNS_DIR)) if os.path.isdir(NETNS_DIR) else []
+    for name in names:
+        if not LEFTOVER.match(name) or not name.startswith(match) or not _NAME.fullmatch(name):
             continue
         prefix = name.split("-", 1)[0]
         owner = _live_owner(prefix)
         if owner is not None:
             kept.append(f"{name} ({owner.describe()})")
             continue
+        for what in _end_processes_in(name):
+            if ended is not None:
+                ended.append(f"{what} in {name}")
+        if _live_owner(prefix) is not None:  # claimed meanwhile by a new run: not ours to remove
+            continue
         _remove_netns(name)
-        _release(prefix)
+        _release(prefix, _read_owner(prefix))
         removed.append(name)
+    # Records of dead owners whose namespaces are gone (a run killed between its last removal and its
+    # release): they would keep the prefix from being claimed again.
+    for entry in sorted(os.listdir(OWNERS_DIR)) if os.path.isdir(OWNERS_DIR) else []:
+        prefix = entry[:-len(".pid")]
+        if not entry.endswith(".pid") or not prefix.startswith(match) or not LEFTOVER.match(prefix + "-"):
+            continue
+        owner = _read_owner(prefix)
+        if owner is not None and _live_owner(prefix) is None and not _prefix_in_use(prefix):
+            _release(prefix, owner)
     return removed, kept
+
+
+def _end_processes_in(name: str, grace: float = 5.0) -> list[str]:
+    """SIGKILL every process in namespace `name` (by PID, through a pidfd where there is one, so a PID
+    reused meanwhile is never hit); wait until they are gone. Returns "PID (command)" for each."""
+    target = _identity(os.path.join(NETNS_DIR, name))
+    if target is None:
+        return []
+    ended, pids = [], []
+    for pid in _pids_in_netns(target):
+        command = _command(pid)
+        try:
+            fd = os.pidfd_open(pid)
+        except (AttributeError, OSError):
+            fd = None
+        try:
+            if _identity(f"/proc/{pid}/ns/net") != target:  # it exited and the PID went to another process
+                continue
+            if fd is not None:
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            continue
+        finally:
+            if fd is not None:
+                os.close(fd)
+        ended.append(f"{pid} ({command})")
+        pids.append(pid)
+    deadline = time.monotonic() + grace
+    while pids and time.monotonic() < deadline:
+        pids = [pid for pid in pids if _identity(f"/proc/{pid}/ns/net") == target]
+        if pids:
+            time.sleep(0.02)
+    return ended
+
+
+def _pids_in_netns(target: tuple[int, int]) -> list[int]:
+    me = os.getpid()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != me and _identity(f"/proc/{entry}/ns/net") == target:
+            found.append(int(entry))
+    return sorted(found)
+
+
+def _command(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
 
 
 class NetnsBackend:
@@ -513,7 +727,10 @@ class NetnsBackend:
             return "the netns backend needs root (it creates network namespaces)"
         if not os.access("/proc/self/ns/net", os.R_OK):
             return "network namespaces are not available"
-        return None
+        for tool, package in TOOLS:  # observing goes through them: without, every check would be an error
+            if shutil.which(tool) is None:
+                return f"{package} is not installed: `{tool}` not found"
+        return _netns_dir_problem()
 
     def capabilities(self) -> dict[str, Capability]:
         reason = self.available()
@@ -541,11 +758,12 @@ class NetnsBackend:
         reason = self.available()
         if reason:
             raise BackendUnavailable(reason)
-        os.makedirs(NETNS_DIR, exist_ok=True)
-        with ExitStack() as stack:
-            session = NetnsSession(prefix=next_prefix(), stack=stack)
-            _claim(session.prefix, label)
-            stack.callback(_release, session.prefix)
+        _netns_dir()
+        with proc.UndoStack() as stack:  # a signal during the teardown waits for its end
+            with proc.deferred_signals():  # the claim and its undo, with no interrupt between them
+                prefix = _claim_prefix(label)
+                stack.callback(_release, prefix)
+            session = NetnsSession(prefix=prefix, stack=stack)
             try:
                 yield session
             finally:

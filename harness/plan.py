@@ -10,6 +10,7 @@ plus every step. `FEATURES` names the kernel features operations need, with the 
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -160,56 +161,81 @@ class Plan:
         return required_features(self.ops())
 
 
+def quote(text: object) -> str:
+    """One shell word on one line: shlex.quote, or bash's $'...' when the text holds a newline or control."""
+    text = str(text)
+    if text.isprintable():
+        return shlex.quote(text)
+    return "$'" + "".join(map(_ansi_c, text)) + "'"
+
+
+def _ansi_c(c: str) -> str:
+    if c in "\\'":
+        return "\\" + c
+    if c.isprintable():
+        return c
+    code = ord(c)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 def render(op: Op) -> list[str]:
-    """The `ip` (or `sysctl`) command lines equivalent to one operation."""
-    n = getattr(op, "node", "")
+    """The `ip` (or `sysctl`) command lines equivalent to one operation, every name shell-quoted.
+
+    Names come from scenario files (a parent called `eth0;rm` is a valid interface name), and a
+    rendered plan is made to be pasted into a shell.
+    """
+    q = quote
+    n = q(getattr(op, "node", ""))
     if isinstance(op, CreateNode):
-        return [f"ip netns add {op.node}", f"ip -n {op.node} link set lo up"]
+        return [f"ip netns add {n}", f"ip -n {n} link set lo up"]
     if isinstance(op, DeleteNode):
-        return [f"ip netns del {op.node}"]
+        return [f"ip netns del {n}"]
     if isinstance(op, AddLink):
         head = f"ip -n {n} link add"
         if op.parent:
-            head += f" link {op.parent}"
-        head += f" name {op.name} type {op.kind}"
+            head += f" link {q(op.parent)}"
+        head += f" name {q(op.name)} type {q(op.kind)}"
         if op.kind == "veth":
-            return [f"{head} peer name {op.peer} netns {op.peer_node}"]
+            return [f"{head} peer name {q(str(op.peer))} netns {q(str(op.peer_node))}"]
         if op.kind == "vlan":
-            return [f"{head} id {op.vlan_id}"]
+            return [f"{head} id {q(str(op.vlan_id))}"]
         if op.kind == "macvlan":
-            return [f"{head} mode {op.mode}"]
+            return [f"{head} mode {q(str(op.mode))}"]
         if op.kind == "ipvlan":
-            return [f"{head} mode {op.mode}" + (f" {op.flag}" if op.flag and op.flag != "bridge" else "")]
+            return [f"{head} mode {q(str(op.mode))}" + (f" {q(op.flag)}" if op.flag and op.flag != "bridge" else "")]
         if op.vlan_filtering:
             return [f"{head} vlan_filtering 1"]
         return [head]
     if isinstance(op, AddBridgeVlan):
-        return [f"bridge -n {n} vlan add dev {op.dev} vid {op.vid}"]
+        return [f"bridge -n {n} vlan add dev {q(op.dev)} vid {q(str(op.vid))}"]
     if isinstance(op, MoveLink):
-        return [f"ip -n {n} link set {op.name} netns {op.to_node}", f"ip -n {op.to_node} link set {op.name} name {op.new_name}"]
+        return [f"ip -n {n} link set {q(op.name)} netns {q(op.to_node)}",
+                f"ip -n {q(op.to_node)} link set {q(op.name)} name {q(op.new_name)}"]
     if isinstance(op, SetLink):
         out = []
+        name = q(op.name)
         if op.mac:
-            out.append(f"ip -n {n} link set {op.name} address {op.mac}")
+            out.append(f"ip -n {n} link set {name} address {q(op.mac)}")
         if op.mtu:
-            out.append(f"ip -n {n} link set {op.name} mtu {op.mtu}")
+            out.append(f"ip -n {n} link set {name} mtu {q(str(op.mtu))}")
         if op.master:
-            out.append(f"ip -n {n} link set {op.name} master {op.master}")
+            out.append(f"ip -n {n} link set {name} master {q(op.master)}")
         if op.hairpin is not None:
-            out.append(f"ip netns exec {n} bridge link set dev {op.name} hairpin {'on' if op.hairpin else 'off'}")
+            out.append(f"ip netns exec {n} bridge link set dev {name} hairpin {'on' if op.hairpin else 'off'}")
         if op.up is not None:
-            out.append(f"ip -n {n} link set {op.name} {'up' if op.up else 'down'}")
+            out.append(f"ip -n {n} link set {name} {'up' if op.up else 'down'}")
         return out
     if isinstance(op, DeleteLink):
-        return [f"ip -n {n} link del {op.name}"]
+        return [f"ip -n {n} link del {q(op.name)}"]
     if isinstance(op, AddAddress):
-        return [f"ip -n {n} addr add {op.address} dev {op.dev}" + (" nodad" if op.nodad and ":" in op.address else "")]
+        return [f"ip -n {n} addr add {q(op.address)} dev {q(op.dev)}"
+                + (" nodad" if op.nodad and ":" in op.address else "")]
     if isinstance(op, AddRoute):
         fam = "-6 " if op.family == 6 else ""
-        via = f" via {op.gateway}" if op.gateway else ""
-        return [f"ip {fam}-n {n} route {'replace' if op.replace else 'add'} {op.dst}{via} dev {op.dev}"]
+        via = f" via {q(op.gateway)}" if op.gateway else ""
+        return [f"ip {fam}-n {n} route {'replace' if op.replace else 'add'} {q(op.dst)}{via} dev {q(op.dev)}"]
     if isinstance(op, SetSysctl):
-        return [f"ip netns exec {n} sysctl -qw {op.key}={op.value}"]
+        return [f"ip netns exec {n} sysctl -qw {q(f'{op.key}={op.value}')}"]
     raise TypeError(f"cannot render {op!r}")
 
 

@@ -11,6 +11,22 @@ enters it between fork and exec (what `nsenter --net=` does, minus the extra exe
 TCG where every exec is slow). `die_with_parent` asks the kernel to SIGKILL the child if the harness
 itself is SIGKILLed (qemu, dockerd).
 
+Signals (`handle_signals`, `deferred_signals`, `finish_signals`): SIGINT and SIGTERM unwind the run
+(KeyboardInterrupt, SystemExit(128+N)) so every undo runs, and a run that saw one always exits 128+N.
+A Python signal handler that runs inside an at-fork hook (logging registers one; `os.fork` and
+`subprocess` with a preexec_fn run them) or a `__del__` has its exception printed as "Exception
+ignored" and dropped: measured, one SIGINT/SIGTERM in eight sent during a scenario with many
+containers was lost that way and the run exited 0 with "passed". So every fork happens inside
+`deferred_signals()`: a signal arriving there is only recorded, the fork completes (the child is
+ours to kill), and the signal is raised when the section ends. Undos run to their end as well
+(`UndoStack`, and the kill at the end of `spawn`): a signal arriving during a teardown waits for it.
+Further signals while the first one unwinds are recorded, not raised: an interrupted undo would leak
+what it was removing.
+
+Temporary directories of a run carry their owner in their name, `hx<kind>-<pid>.<starttime>-XXXX`
+(`temp_dir`, `owner_tag`; a directory shared by several processes lists them in `.owners` instead), so
+`clean_temp_dirs` removes those of dead runs after a SIGKILL and never one of a live run.
+
 No other module of the harness imports subprocess (tests/unit/test_layers.py checks it).
 """
 
@@ -18,13 +34,17 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import shlex
+import shutil
 import signal
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 from harness.errors import CommandFailed
@@ -93,19 +113,127 @@ def _child_setup(netns_fd: int | None, parent: int | None) -> None:
 def _popen(job: Job, stdout, stderr, *, text: bool = True, die_with_parent: bool = False) -> subprocess.Popen:
     fd = os.open(job.netns, os.O_RDONLY | os.O_CLOEXEC) if job.netns else None
     parent = os.getpid() if die_with_parent else None
+    child = None
     try:
         preexec = None
         if fd is not None or parent is not None:
             def preexec():
                 _child_setup(fd, parent)
-        return subprocess.Popen(
-            list(job.argv), cwd=job.cwd, env=dict(job.env) if job.env is not None else None,
-            stdin=subprocess.PIPE if job.input is not None else subprocess.DEVNULL,
-            stdout=stdout, stderr=stderr, text=text, pass_fds=(fd,) if fd is not None else (),
-            preexec_fn=preexec, start_new_session=True)
+        # A signal during the fork is raised when the section ends, once `child` is known: a
+        # signal raised inside Popen would lose the child (started, never killed) or be swallowed.
+        with deferred_signals():
+            child = subprocess.Popen(
+                list(job.argv), cwd=job.cwd, env=dict(job.env) if job.env is not None else None,
+                stdin=subprocess.PIPE if job.input is not None else subprocess.DEVNULL,
+                stdout=stdout, stderr=stderr, text=text, pass_fds=(fd,) if fd is not None else (),
+                preexec_fn=preexec, start_new_session=True)
+        return child
+    except BaseException:
+        if child is not None:
+            kill_group(child)
+        raise
     finally:
         if fd is not None:
             os.close(fd)
+
+
+# -- signals ---------------------------------------------------------------------------------------------
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@dataclass
+class _SignalState:
+    main_pid: int = 0  # the process whose handler unwinds; a forked helper exits instead
+    received: int | None = None  # the first SIGINT/SIGTERM of this run
+    raised: bool = False  # whether an exception was raised for it
+    deferring: int = 0  # depth of deferred_signals() sections
+    finished: bool = False  # the run is over: record, never raise
+
+
+_signals = _SignalState()
+
+
+def _on_signal(signum: int, frame) -> None:
+    if os.getpid() != _signals.main_pid:
+        # A forked helper (pyroute2 forks to open a socket in a namespace; a preexec_fn child before
+        # exec) inherits this handler: it must die quietly, never unwind the parent's stacks.
+        os._exit(128 + signum)
+    if _signals.received is None:
+        _signals.received = signum
+    if _signals.deferring or _signals.finished or _signals.raised:
+        return
+    _raise_signal(signum)
+
+
+def _raise_signal(signum: int) -> None:
+    _signals.raised = True
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise SystemExit(128 + signum)  # SIGTERM unwinds like Ctrl-C: every ExitStack undo runs
+
+
+def handle_signals() -> dict[int, object]:
+    """Install the run's SIGINT/SIGTERM handler (main thread only); returns the previous handlers."""
+    global _signals
+    _signals = _SignalState(main_pid=os.getpid())
+    return {sig: signal.signal(sig, _on_signal) for sig in SIGNALS}
+
+
+def signal_received() -> int | None:
+    """The first SIGINT/SIGTERM this run saw (whether or not its exception reached the top), or None."""
+    return _signals.received
+
+
+@contextmanager
+def deferred_signals() -> Iterator[None]:
+    """A section no signal interrupts (a fork, a namespace create and recording what it made):
+    a signal arriving inside is raised when the outermost section ends. Only the main thread's sections
+    count: Python runs signal handlers there, so another thread's fork cannot swallow one."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _signals.deferring += 1
+    try:
+        yield
+    finally:
+        _signals.deferring -= 1
+        if not _signals.deferring and _signals.received is not None and not _signals.raised \
+                and not _signals.finished and os.getpid() == _signals.main_pid:
+            _raise_signal(_signals.received)
+
+
+class UndoStack(ExitStack):
+    """An ExitStack whose undos run to their end: a signal arriving while they run (a normal teardown, or
+    one a first signal started) is raised after the last one, never in the middle of one, which would
+    skip it and leak what it was removing."""
+
+    def __exit__(self, *exc_details):
+        with deferred_signals():
+            return super().__exit__(*exc_details)
+
+
+def finish_signals(status: int, previous: Mapping[int, object]) -> int:
+    """The run's exit status: 128+N if it saw signal N at any time, whatever became of its exception.
+
+    Handlers go back to `previous` with the signals blocked, so no signal falls between two handlers:
+    one arriving after this is handled by `previous` (SIG_DFL: the process dies of it, never exit 0).
+    """
+    _signals.finished = True
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)  # runs every handler already due, first
+    try:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if _signals.received is not None:
+            status = 128 + _signals.received
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+    return status
 
 
 def kill_group(proc: subprocess.Popen, gentle: bool = False, grace: float = 2.0) -> None:
@@ -144,10 +272,11 @@ def run_many(jobs: Sequence[Job], timeout: float = 10.0) -> list[CommandResult]:
     try:
         for job in jobs:
             start = time.time()
-            try:
-                started.append((job, _popen(job, subprocess.PIPE, subprocess.PIPE), start, None))
-            except (FileNotFoundError, PermissionError) as exc:
-                started.append((job, None, start, _not_found(job, exc, start)))
+            with deferred_signals():  # started and listed (to be killed) with no signal between
+                try:
+                    started.append((job, _popen(job, subprocess.PIPE, subprocess.PIPE), start, None))
+                except (FileNotFoundError, PermissionError) as exc:
+                    started.append((job, None, start, _not_found(job, exc, start)))
         deadline = time.monotonic() + timeout
         results = []
         for job, proc, start, failed in started:
@@ -192,10 +321,16 @@ def run(argv: Sequence[str], *, timeout: float = 60.0, node: str = "", netns: st
 def run_bytes(argv: Sequence[str], *, input: bytes, timeout: float = 120.0) -> CommandResult:
     """Run a filter over binary data (a decompressor): stdout is returned as latin-1 text, byte for byte."""
     start = time.time()
+    proc = None
     try:
-        proc = _popen(Job(argv, input=""), subprocess.PIPE, subprocess.PIPE, text=False)
+        with deferred_signals():  # started and in `proc` (to be killed) with no signal between
+            proc = _popen(Job(argv, input=""), subprocess.PIPE, subprocess.PIPE, text=False)
     except (FileNotFoundError, PermissionError) as exc:
         return _not_found(Job(argv), exc, start)
+    except BaseException:
+        if proc is not None:
+            kill_group(proc)
+        raise
     try:
         out, err = proc.communicate(input, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -256,17 +391,113 @@ def spawn(argv: Sequence[str], *, node: str = "", netns: str | None = None, cwd:
     Output goes to `stdout`/`stderr` files in `output_dir` (kept: the caller owns it) or in a temporary
     directory removed at the end (the output is then kept in memory, `BackgroundProcess.final`).
     """
-    with tempfile.TemporaryDirectory(prefix="hxspawn-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"hxspawn-{owner_tag()}-") as tmp:
         where = os.fspath(output_dir) if output_dir is not None else tmp
         out_path, err_path = os.path.join(where, "stdout"), os.path.join(where, "stderr")
-        with open(out_path, "w") as out, open(err_path, "w") as err:
-            try:
-                proc = _popen(Job(argv, node, netns, cwd, env), out, err, die_with_parent=die_with_parent)
-            except OSError as exc:
-                raise CommandFailed(tuple(argv), 127, "", f"cannot start: {exc.strerror or exc}", where=node) from None
-        handle = BackgroundProcess(proc.pid, proc, out_path, err_path)
+        proc = handle = None
         try:
+            # Started and in `proc` (killed below, whatever happens) with no signal between.
+            with deferred_signals():
+                with open(out_path, "w") as out, open(err_path, "w") as err:
+                    try:
+                        proc = _popen(Job(argv, node, netns, cwd, env), out, err, die_with_parent=die_with_parent)
+                    except OSError as exc:
+                        raise CommandFailed(tuple(argv), 127, "", f"cannot start: {exc.strerror or exc}",
+                                            where=node) from None
+                handle = BackgroundProcess(proc.pid, proc, out_path, err_path)
             yield handle
         finally:
-            kill_group(proc, gentle=gentle)
-            handle.final = handle.output()
+            with deferred_signals():  # a signal now must not cut the kill short
+                if proc is not None:
+                    kill_group(proc, gentle=gentle)
+                if handle is not None:
+                    handle.final = handle.output()
+
+
+# -- temporary directories and their owners -----------------------------------------------------------
+
+_TAGGED = re.compile(r"^hx(spawn|vm-share|vm|ctl)-(\d+)\.(\d+)-")  # hx<kind>-<pid>.<starttime>-XXXX
+_SHARED = re.compile(r"^hxbatch-")  # shared by a run's processes, who are listed in OWNERS_FILE
+OWNERS_FILE = ".owners"
+
+
+def process_start(pid: int) -> int | None:
+    """Field 22 of /proc/<pid>/stat (when the process started, in clock ticks after boot); None if it is
+    gone or a zombie (dead, only not yet reaped). With the PID it names a process: PIDs are reused."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # Field 2, the command name, is in parentheses and may itself hold spaces and parentheses.
+    rest = stat[stat.rfind(")") + 2:].split()
+    if not rest or rest[0] in ("Z", "X"):  # field 3: the state
+        return None
+    try:
+        return int(rest[22 - 3])
+    except (IndexError, ValueError):
+        return None
+
+
+def owner_tag(pid: int | None = None) -> str:
+    """`<pid>.<starttime>`: this process (or `pid`) as the owner of a temporary directory."""
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}.{process_start(pid) or 0}"
+
+
+def _tag_alive(tag: str) -> bool:
+    pid, _, start = tag.strip().partition(".")
+    if not (pid.isdigit() and start.isdigit()):
+        return False
+    return process_start(int(pid)) == int(start)
+
+
+def temp_dir(kind: str) -> str:
+    """A new temporary directory `hx<kind>-<owner>-XXXX` (kind: vm, vm-share, ctl) owned by this process."""
+    return tempfile.mkdtemp(prefix=f"hx{kind}-{owner_tag()}-")
+
+
+def add_owner(directory: str | os.PathLike) -> None:
+    """Add this process to the owners of a directory several processes share (a pytest-xdist run's batch)."""
+    with open(os.path.join(directory, OWNERS_FILE), "a") as f:
+        f.write(owner_tag() + "\n")  # one short append: atomic among concurrent writers
+
+
+def temp_dir_alive(path: str | os.PathLike) -> bool | None:
+    """Whether a harness temporary directory's owner still runs; None when it names no owner (not ours)."""
+    name = os.path.basename(os.fspath(path))
+    tagged = _TAGGED.match(name)
+    if tagged:
+        return _tag_alive(f"{tagged.group(2)}.{tagged.group(3)}")
+    if _SHARED.match(name):
+        try:
+            with open(os.path.join(path, OWNERS_FILE)) as f:
+                tags = f.read().split()
+        except OSError:
+            return None
+        return any(_tag_alive(tag) for tag in tags) if tags else None
+    return None
+
+
+def clean_temp_dirs(directory: str | None = None) -> tuple[list[str], list[str]]:
+    """Remove the harness's temporary directories whose owners are all dead; (removed, kept) paths, kept
+    ones being live runs'. Directories that name no owner (made by an older version) are left alone."""
+    directory = directory or tempfile.gettempdir()
+    removed, kept = [], []
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return removed, kept
+    for name in names:
+        path = os.path.join(directory, name)
+        if not name.startswith("hx") or os.path.islink(path) or not os.path.isdir(path):
+            continue
+        alive = temp_dir_alive(path)
+        if alive is None:
+            continue
+        if alive:
+            kept.append(path)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed, kept

@@ -6,7 +6,9 @@ set it (a guest, a Vagrant box, a test that wants to find its own leftovers), fr
 kept here, never written into `os.environ`; `child_env()` is what a process on another machine (a VM, a
 Vagrant box) must be given to carry it on. `worker_char()` is the pytest-xdist worker as one character,
 and `next_prefix()` the prefix of one session's names: `hx` + run id + worker + sequence (8 characters,
-leaving 7 of IFNAMSIZ's 15 for the node).
+leaving 7 of IFNAMSIZ's 15 for the node). `prefix_candidates()` lists every sequence character from the
+next one on, for a backend that must skip prefixes already claimed (two runs given the same
+`HARNESS_RUN_ID`, or a killed run's leftovers).
 """
 
 from __future__ import annotations
@@ -69,3 +71,13 @@ def next_prefix() -> str:
         _sequence += 1
         seq = _ALPHABET[_sequence % len(_ALPHABET)]
     return f"{PREFIX}{run_id()}{worker_char()}{seq}"
+
+
+def prefix_candidates() -> list[str]:
+    """Every prefix of this run and worker, the next in sequence first: the caller claims the first free one."""
+    global _sequence
+    with _lock:
+        _sequence += 1
+        start = _sequence
+    head = f"{PREFIX}{run_id()}{worker_char()}"
+    return [head + _ALPHABET[(start + i) % len(_ALPHABET)] for i in range(len(_ALPHABET))]

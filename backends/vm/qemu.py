@@ -48,7 +48,6 @@ import re
 import shlex
 import shutil
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -211,7 +210,7 @@ class QemuVM:
         for tag, path in self.shares.items():
             if not Path(path).is_dir():
                 raise VMError(f"share {tag}: {path} is not a directory")
-        self._workdir = Path(tempfile.mkdtemp(prefix="hxvm-"))
+        self._workdir = Path(proc.temp_dir("vm"))  # its owner in its name: `harness clean` knows when it is dead
         self._stack = contextlib.ExitStack()
         try:
             self._install_sigterm()
@@ -263,15 +262,16 @@ class QemuVM:
         self._cleanup()
 
     def _cleanup(self) -> None:
-        try:
-            if self._stack is not None:
-                self._stack.close()  # ends qemu's process group (SIGKILL) and reaps it
-                self._stack = None
-        finally:
-            self._restore_sigterm()
-            if self._workdir is not None:
-                shutil.rmtree(self._workdir, ignore_errors=True)
-                self._workdir = None
+        with proc.deferred_signals():  # a signal now waits: it must not leave qemu or its directory behind
+            try:
+                if self._stack is not None:
+                    self._stack.close()  # ends qemu's process group (SIGKILL) and reaps it
+                    self._stack = None
+            finally:
+                self._restore_sigterm()
+                if self._workdir is not None:
+                    shutil.rmtree(self._workdir, ignore_errors=True)
+                    self._workdir = None
 
     def _install_sigterm(self) -> None:
         # Python's default SIGTERM action ends the process without running finally blocks, which
@@ -358,10 +358,10 @@ def run_in_guests(jobs: Sequence[GuestJob], kernel: KernelBundle | Path, initram
     if unavailable:
         raise VMError(unavailable)
     deadline = time.monotonic() + timeout
-    with contextlib.ExitStack() as stack:
+    with proc.UndoStack() as stack:  # the control directories go even if a signal comes meanwhile
         started = []
         for job in jobs:
-            ctl = Path(tempfile.mkdtemp(prefix="hxctl-"))
+            ctl = Path(proc.temp_dir("ctl"))
             stack.callback(shutil.rmtree, ctl, ignore_errors=True)
             shares = {"hxctl": ctl}
             if job.share_dir is not None:

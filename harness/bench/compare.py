@@ -36,9 +36,13 @@ def load_results(path: str | Path) -> dict:
     """Read one bench results file and check it against docs/bench-schema.json."""
     p = Path(path)
     try:
-        text = p.read_text()
+        data = p.read_bytes()
     except OSError as exc:
         raise ReportInputError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ReportInputError(f"{p}: not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start}") from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -9,6 +9,7 @@ from rich.table import Table
 from backends.base import backend_names, get_backend
 from backends.select import BackendChooser
 from harness.cli.common import backend_options, load_scenarios, new_console
+from harness.cli.matrix import cmd_prepare_kernels, doctor_kernels
 from harness.errors import BackendUnavailable
 from harness.plan import FEATURES, cannot_run
 
@@ -40,6 +41,8 @@ def cmd_doctor(args) -> int:
             runnable = cannot_run(backend, chooser.features(s)) is None
             t2.add_row(s.name, backend.name if runnable else "skip", why)
         console.print(t2)
+    if getattr(args, "kernel", None):  # what each named VM kernel can run (harness.cli.matrix)
+        doctor_kernels(args.kernel, args.paths, args.profile, console)
     return 0
 
 
@@ -53,6 +56,8 @@ def cmd_capabilities(args) -> int:
 
 def cmd_prepare(args) -> int:
     """The slow one-time work of each named backend (kernel download, image build), done now."""
+    if getattr(args, "kernels", None):  # every kernel of a matrix (harness.cli.matrix)
+        return cmd_prepare_kernels(args)
     options = backend_options(args)
     for name in args.backend or ["vm"]:
         print(get_backend(name, **options.get(name, {})).prepare())
@@ -60,11 +65,24 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_clean(args) -> int:
+    """What killed runs left: processes in their namespaces, the namespaces, their temporary directories.
+    Nothing of a run still in progress is touched (its owner record or directory name says it lives)."""
     from backends.netns import clean_leftovers
+    from harness import proc
 
-    removed, kept = clean_leftovers()
+    ended: list[str] = []
+    removed, kept = clean_leftovers(ended=ended)
+    dirs_removed, dirs_kept = proc.clean_temp_dirs()
     console = new_console()
-    console.print(f"removed {len(removed)} leftover namespaces" + (f": {', '.join(removed)}" if removed else ""))
+    if ended:
+        console.print(f"ended {len(ended)} process{'es' if len(ended) != 1 else ''} left running in leftover "
+                      f"namespaces: {', '.join(ended)}", markup=False)
+    console.print(f"removed {len(removed)} leftover namespaces" + (f": {', '.join(removed)}" if removed else ""),
+                  markup=False)
     if kept:
-        console.print(f"kept {len(kept)} namespaces of runs still in progress: {', '.join(kept)}")
+        console.print(f"kept {len(kept)} namespaces of runs still in progress: {', '.join(kept)}", markup=False)
+    console.print(f"removed {len(dirs_removed)} temporary directories of dead runs"
+                  + (f": {', '.join(dirs_removed)}" if dirs_removed else ""), markup=False)
+    if dirs_kept:
+        console.print(f"kept {len(dirs_kept)} temporary directories of runs still in progress", markup=False)
     return 0

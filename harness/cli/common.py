@@ -1,4 +1,10 @@
-"""What every command shares: the console (untrusted text never becomes markup), loading scenarios, backend options."""
+"""What every command shares: the console (untrusted text never becomes markup), loading scenarios, backend options.
+
+Names, paths and messages come from scenario files and may hold `[...]`; `safe()` escapes them before they
+join a markup string, so `[/x]` prints as itself instead of raising rich's MarkupError or vanishing.
+`load_scenarios` reports every file it cannot use (one bad file never hides the others) and, through
+`docker_errors`, every command the emulated Docker refuses when the scenario does not expect it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.errors import MarkupError
+from rich.markup import escape
 
+from harness.checks import error_matches
+from harness.docker.emulated import compile_scenario
+from harness.docker.profiles import DEFAULT_PROFILE
 from harness.errors import ScenarioError
 from harness.loader import find_scenarios, load_scenario
 from harness.model import Scenario
@@ -16,10 +27,35 @@ DEFAULT_SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 STATUS_STYLE = {PASS: "green", FAIL: "bold red", SKIP: "yellow", ERROR: "bold magenta"}
 
 
+class _Console(Console):
+    """A rich console that never dies of markup: a string that is not valid markup prints as plain text.
+
+    The safety net under `safe()`: a message built elsewhere without escaping still reaches the user,
+    and a run's verdicts are never lost to a `MarkupError`.
+    """
+
+    def print(self, *objects, **kwargs) -> None:
+        try:
+            super().print(*objects, **kwargs)
+        except MarkupError:
+            super().print(*objects, **{**kwargs, "markup": False})
+
+
 def new_console(stderr: bool = False) -> Console:
     # CI logs are not terminals; give tables room there instead of rich's 80-column default.
     probe = Console(stderr=stderr)
-    return Console(stderr=stderr, highlight=False, width=None if probe.is_terminal else 160)
+    return _Console(stderr=stderr, highlight=False, width=None if probe.is_terminal else 160)
+
+
+def safe(text: object) -> str:
+    """Untrusted text for a rich markup string: printed as it is, never read as markup."""
+    return escape(str(text))
+
+
+def print_invalid(errors: Sequence[ScenarioError], console: Console | None = None) -> None:
+    console = console or new_console(True)
+    for e in errors:
+        console.print(f"[red]invalid[/red] {safe(e)}", soft_wrap=True)
 
 
 def backend_options(args) -> dict[str, dict]:
@@ -28,13 +64,44 @@ def backend_options(args) -> dict[str, dict]:
     return {"vm": vm} if vm else {}
 
 
-def load_scenarios(paths: Sequence[str]) -> tuple[list[Scenario], list[ScenarioError]]:
+def docker_errors(scenario: Scenario, profile: str = DEFAULT_PROFILE) -> list[ScenarioError]:
+    """Each command the emulated Docker answers with an error the scenario does not expect, at its line.
+
+    Errors only the kernel can cause (a passthru parent already taken) are not known here; they are
+    judged when the scenario runs.
+    """
+    out = []
+    for compiled in compile_scenario(scenario, profile).plan.steps:
+        step = compiled.step
+        if compiled.error is None or (step.expect_error is not None and error_matches(step.expect_error, compiled.error)):
+            continue
+        expected = f"; the scenario expects {step.expect_error!r}" if step.expect_error is not None else ""
+        out.append(ScenarioError(f"Docker answers `{step.text}` with: {compiled.error.strip()}{expected}",
+                                 step.location.file, step.location.line))
+    return out
+
+
+def load_scenarios(paths: Sequence[str], profile: str | None = DEFAULT_PROFILE) -> tuple[list[Scenario], list[ScenarioError]]:
+    """The scenarios of `paths` that load, and an error for each that does not (the others still load).
+
+    With a `profile`, a scenario whose commands Docker would refuse unexpectedly is an error too.
+    """
     scenarios, errors = [], []
-    for path in find_scenarios(paths):
+    try:
+        files = find_scenarios(paths)
+    except ScenarioError as exc:  # a missing path, a symlink loop: reported like any bad file
+        return [], [exc]
+    for path in files:
         try:
-            scenarios.append(load_scenario(path))
+            scenario = load_scenario(path)
         except ScenarioError as exc:
             errors.append(exc)
+            continue
+        refused = docker_errors(scenario, profile) if profile else []
+        if refused:
+            errors.extend(refused)
+        else:
+            scenarios.append(scenario)
     seen: dict[str, str] = {}
     for s in scenarios:
         if s.name in seen:

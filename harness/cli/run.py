@@ -2,23 +2,60 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from backends.base import BATCH
 from backends.select import BackendChooser
-from harness.cli.common import DEFAULT_SCENARIOS, STATUS_STYLE, backend_options, load_scenarios, new_console
+from harness.cli.common import (
+    DEFAULT_SCENARIOS,
+    STATUS_STYLE,
+    backend_options,
+    load_scenarios,
+    new_console,
+    print_invalid,
+    safe,
+)
+from harness.cli.matrix import cmd_run_matrix
 from harness.engine import Engine
 from harness.keywords import keyword_filter
 from harness.model import Scenario
 from harness.results import ERROR, FAIL, PASS, SKIP, ScenarioResult, write_json, write_junit
 
 
+def _unwritable_outputs(args) -> str | None:
+    """Why --json or --junit cannot be written, tried now: a run must not end in a traceback after all its work."""
+    for option in ("json", "junit"):
+        path = getattr(args, option, None)
+        if not path:
+            continue
+        try:
+            if os.path.exists(path):
+                if os.path.isdir(path):
+                    raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+                with open(path, "a"):  # opened for writing, not changed
+                    pass
+            else:
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                os.unlink(path)
+        except OSError as exc:
+            return f"cannot write --{option} {path}: {exc.strerror or exc}"
+    return None
+
+
 def cmd_run(args) -> int:
-    scenarios, errors = load_scenarios(args.paths or [str(DEFAULT_SCENARIOS)])
-    for e in errors:
-        new_console(True).print(f"[red]invalid[/red] {e}")
+    problem = _unwritable_outputs(args)
+    if problem:
+        new_console(True).print(f"error {problem}", markup=False)  # as main() prints a HarnessError
+        return 2
+    if getattr(args, "kernels", None):  # the conformance matrix: every scenario on every kernel
+        return cmd_run_matrix(args)
+    scenarios, errors = load_scenarios(args.paths or [str(DEFAULT_SCENARIOS)], args.profile)
+    print_invalid(errors)
     if errors:
         return 2
     keep = keyword_filter(args.k)
@@ -39,21 +76,22 @@ def cmd_run(args) -> int:
                 batches.setdefault(backend.name, []).append(s)  # one boot serves them all, below
                 continue
             engine = Engine(backend, profile=args.profile, matrix=not args.no_matrix,
-                            on_event=lambda name, phase: progress.update(task, description=f"{name}: {phase}"))
-            progress.update(task, description=f"{s.name} [{backend.name}]")
+                            on_event=lambda name, phase: progress.update(task, description=safe(f"{name}: {phase}")))
+            progress.update(task, description=safe(f"{s.name} [{backend.name}]"))
             by_path[s.path] = engine.run(s)
             progress.advance(task)
         for name, batch in batches.items():
-            progress.update(task, description=f"{len(batch)} scenarios in one {name} boot")
+            progress.update(task, description=safe(f"{len(batch)} scenarios in one {name} boot"))
             for result in chooser.backend(name).run_batch(batch, args.profile, matrix=not args.no_matrix):
                 by_path[result.path] = result
                 progress.advance(task)
     results = [by_path[s.path] for s in scenarios]
-    _print_results(results, console, verbose=args.verbose)
+    # The files first: whatever printing meets, the records are already written.
     if args.json:
         write_json(results, args.json)
     if args.junit:
         write_junit(results, args.junit)
+    _print_results(results, console, verbose=args.verbose)
     return 1 if any(r.status in (FAIL, ERROR) for r in results) else 0
 
 
@@ -64,13 +102,15 @@ def _print_results(results: list[ScenarioResult], console: Console, verbose: boo
         style = STATUS_STYLE[r.status]
         passed = sum(c.ok for c in r.checks)
         d = r.durations
-        table.add_row(r.scenario, r.backend, f"[{style}]{r.status}[/{style}]", f"{passed}/{len(r.checks)}",
+        table.add_row(safe(r.scenario), safe(r.backend), f"[{style}]{safe(r.status)}[/{style}]",
+                      f"{passed}/{len(r.checks)}",
                       f"{d.get('setup', 0):.2f}", f"{d.get('checks', 0):.2f}", f"{d.get('teardown', 0):.2f}",
-                      r.reason.splitlines()[0] if r.reason else "")
+                      safe(r.reason.splitlines()[0]) if r.reason else "")
     console.print(table)
     for r in results:
         if r.status in (FAIL, ERROR):
-            console.print(f"\n[bold]{r.scenario}[/bold] ({r.path}) on {r.backend}, kernel {r.kernel}:")
+            console.print(f"\n[bold]{safe(r.scenario)}[/bold] ({safe(r.path)}) on {safe(r.backend)}, "
+                          f"kernel {safe(r.kernel)}:")
             console.print(r.failure_report(), markup=False)
         elif verbose:
             for c in r.checks:

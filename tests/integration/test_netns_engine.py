@@ -34,13 +34,22 @@ def netns():
     return backend
 
 
-def namespaces() -> set[str]:
+def namespaces(prefix: str) -> set[str]:
+    """The namespaces whose names start with `prefix`: only this run's (or one test's) own, never the
+    machine's whole list, which other runs (another pytest-xdist worker, another shell) change at any time."""
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
-    return {line.split()[0] for line in out.splitlines() if line.strip()}
+    return {line.split()[0] for line in out.splitlines() if line.startswith(prefix)}
+
+
+def ours() -> str:
+    """The name prefix of this process's sessions: hx + run id + worker."""
+    from harness import runid
+
+    return f"hx{runid.run_id()}{runid.worker_char()}"
 
 
 def test_bridge_scenario_passes_with_real_probes(netns):
-    before = namespaces()
+    before = namespaces(ours())
     result = Engine(netns).run(load_scenario(SCENARIOS / "macvlan-bridge.yaml"))
     assert result.status == PASS, result.failure_report()
     by_subject = {(c.kind, c.subject): c for c in result.checks}
@@ -49,7 +58,7 @@ def test_bridge_scenario_passes_with_real_probes(netns):
     host = by_subject[("isolate", "c1 (172.16.86.10) -> host (172.16.86.250)")]
     assert host.ok and host.observed.startswith("no reply")
     assert any(c.origin == "matrix" for c in result.checks)
-    assert namespaces() == before, "the run left namespaces behind"
+    assert namespaces(ours()) == before, "the run left namespaces behind"
 
 
 def test_a_flipped_expectation_fails_in_domain_words(netns):
@@ -128,7 +137,7 @@ def test_interrupted_run_leaves_nothing_behind(netns, sig):
     deadline = time.monotonic() + 30
     seen = False
     while time.monotonic() < deadline and proc.poll() is None:
-        if any(n.startswith(f"hx{run_id}") for n in namespaces()):
+        if namespaces(f"hx{run_id}"):
             seen = True
             break
         time.sleep(0.01)
@@ -138,7 +147,7 @@ def test_interrupted_run_leaves_nothing_behind(netns, sig):
         pytest.skip("the run finished before it could be interrupted")
     proc.send_signal(sig)
     proc.communicate(timeout=30)
-    assert not [n for n in namespaces() if n.startswith(f"hx{run_id}")]
+    assert not namespaces(f"hx{run_id}")
 
 
 def test_clean_removes_only_harness_leftovers(netns):
@@ -156,14 +165,14 @@ def test_clean_removes_only_harness_leftovers(netns):
             in_use = live.physical_name("up")
             out = subprocess.run([sys.executable, "-m", "harness", "clean"], cwd=ROOT, capture_output=True, text=True)
             assert out.returncode == 0, out.stderr
-            assert leftover not in namespaces()  # a killed run's: no live owner
-            assert unrelated in namespaces()  # not the harness's naming: never touched
-            assert in_use in namespaces()  # a run still in progress keeps its namespaces
+            assert leftover not in namespaces(leftover)  # a killed run's: no live owner
+            assert unrelated in namespaces(unrelated)  # not the harness's naming: never touched
+            assert in_use in namespaces(in_use)  # a run still in progress keeps its namespaces
             # ... and says whose they are (the session's label, this process).
             assert f"{in_use} (scenario live, pid {os.getpid()})" in " ".join(out.stdout.split())
     finally:
         for name in (leftover, unrelated):
-            if name in namespaces():
+            if name in namespaces(name):
                 pyns.remove(name)
 
 

@@ -175,7 +175,11 @@ def test_the_capability_probe_claims_its_namespace_under_its_own_label(backend, 
 
     seen = []
     original = nb._claim
-    monkeypatch.setattr(nb, "_claim", lambda prefix, label: (seen.append((prefix, label)), original(prefix, label)))
+    def claim(prefix, label):
+        seen.append((prefix, label))
+        return original(prefix, label)
+
+    monkeypatch.setattr(nb, "_claim", claim)
     nb.probe_capabilities.cache_clear()
     try:
         caps = nb.probe_capabilities()

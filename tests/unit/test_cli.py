@@ -239,3 +239,173 @@ def test_version(capsys):
         main(["--version"])
     assert exc.value.code == 0
     assert capsys.readouterr().out.startswith("harness ")
+
+
+# --- issue #10: untrusted text is printed as text, plans are quoted, one bad file hides nothing ---------------
+
+
+def test_brackets_in_a_schema_message_are_printed_not_swallowed(tmp_path, capsys):
+    path = tmp_path / "markup.yaml"
+    path.write_text("name: '[red]x[/red] [/x]'\nsource: s\ncommands:\n  - docker network rm x\n")
+    for argv in (["validate"], ["plan"], ["run", "--backend", "dry-run", "-q"]):
+        code, out, err = run(capsys, *argv, str(path))
+        assert code in (1, 2)
+        assert "'[red]x[/red] [/x]' does not match" in out + err
+
+
+def test_a_container_name_with_markup_is_dockers_error_not_a_markup_error(tmp_path, capsys):
+    path = tmp_path / "name.yaml"
+    path.write_text("name: t\nsource: s\ncommands:\n"
+                    "  - docker network create -d macvlan --subnet=10.0.0.0/24 -o parent=eth0 n\n"
+                    "  - docker run --net=n --name '[/x]' -itd alpine /bin/sh\n")
+    code, out, err = run(capsys, "run", "--backend", "dry-run", "-q", str(path))
+    assert code == 2
+    assert f"{path}:5:" in err and "Invalid container name ([/x])" in err
+
+
+def test_run_writes_json_and_junit_before_printing_untrusted_results(tmp_path, capsys, monkeypatch):
+    from harness.engine import Engine
+    from harness.results import ScenarioResult
+
+    def fake_run(self, scenario):
+        return ScenarioResult("[/x]" + scenario.name, scenario.path + "[/y]", "dry[/z]", "[bold]k", "error",
+                              reason="[/reason] broke")
+
+    monkeypatch.setattr(Engine, "run", fake_run)
+    results, junit = tmp_path / "r.json", tmp_path / "r.xml"
+    code, out, err = run(capsys, "run", "--backend", "dry-run", "-q", "--json", str(results), "--junit", str(junit),
+                         str(SCENARIOS / "macvlan-bridge.yaml"))
+    assert code == 1
+    assert json.loads(results.read_text())[0]["scenario"] == "[/x]macvlan-bridge"
+    assert junit.exists()
+    flat = " ".join(out.split())
+    assert "[/x]macvlan-bridge" in flat and "[/reason] broke" in flat and "kernel [bold]k" in flat
+
+
+def test_run_writes_the_records_even_when_printing_fails(tmp_path, capsys, monkeypatch):
+    import harness.cli.run as run_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the terminal went away")
+
+    monkeypatch.setattr(run_module, "_print_results", broken)
+    results = tmp_path / "r.json"
+    with pytest.raises(RuntimeError):
+        main(["run", "--backend", "dry-run", "-q", "--json", str(results), str(SCENARIOS / "macvlan-bridge.yaml")])
+    assert json.loads(results.read_text())[0]["scenario"] == "macvlan-bridge"
+
+
+def test_the_plan_quotes_every_name_for_the_shell(tmp_path, capsys):
+    import shlex
+
+    path = tmp_path / "quoted.yaml"
+    path.write_text(textwrap.dedent("""\
+        name: quoted
+        source: "s; touch pwned"
+        topology:
+          host: {parent: 'eth0;rm', address: 10.0.0.250/24}
+          router: [10.0.0.1/24]
+        commands:
+          - docker network create -d macvlan --subnet=10.0.0.0/24 -o "parent=eth0;rm" n
+          - docker run --net=n --name web -itd alpine /bin/sh
+          - docker run --net=n -it --rm alpine ping -c 1 "web"
+    """))
+    code, out, err = run(capsys, "plan", str(path))
+    assert code == 0, err
+    assert "ip -n host link add name 'eth0;rm' type veth peer name p-host netns up" in out
+    assert any(line.startswith("ip -n host link add link 'eth0;rm' name veth") for line in out.splitlines())
+    for line in out.splitlines():
+        if line and not line.startswith("#"):
+            words = shlex.split(line, comments=True)
+            assert ";" not in " ".join(w for w in words if w != "eth0;rm"), line
+
+
+def test_plan_comments_cannot_end_early(tmp_path, capsys):
+    path = tmp_path / "newline.yaml"
+    path.write_text("name: nl\nsource: s\ncommands:\n"
+                    "  - docker network create -d macvlan --subnet=10.0.0.0/24 -o parent=eth0 n\n"
+                    "  - \"docker run --net=n -it --rm alpine ping -c 1 '10.0.0.9\\n\\nrm -rf x'\"\n")
+    code, out, err = run(capsys, "plan", str(path))
+    assert "ip netns exec c1 ping -c 1 $'10.0.0.9\\x0a\\x0arm -rf x'   # ping -c 1 10.0.0.9" in out
+    for line in out.splitlines():
+        assert not line.startswith("rm "), out
+        assert line.startswith("#") or line.count("'") % 2 == 0, line  # each line a whole command
+
+
+def test_plan_exits_1_when_docker_refuses_a_command_the_scenario_does_not_expect(tmp_path, capsys):
+    path = tmp_path / "refused.yaml"
+    path.write_text("name: refused\nsource: s\ncommands:\n"
+                    "  - docker network create -d macvlan --subnet=10.0.0.0/24 -o parent=lo n\n")
+    code, out, err = run(capsys, "plan", str(path))
+    assert code == 1
+    assert "#   Docker: Error response from daemon: loopback interface is not a valid macvlan parent link" in out
+    assert f"{path}:4: Docker answers" in err
+    code, out, err = run(capsys, "validate", str(path))
+    assert code == 1 and f"invalid {path}:4:" in out
+
+
+def test_validate_a_directory_with_a_binary_file_checks_the_others(tmp_path, capsys):
+    (tmp_path / "good.yaml").write_text((SCENARIOS / "macvlan-bridge.yaml").read_text())
+    (tmp_path / "binary.yaml").write_bytes(bytes(range(256)))
+    (tmp_path / "loop.yaml").symlink_to("loop.yaml")
+    code, out, err = run(capsys, "validate", str(tmp_path))
+    assert code == 1
+    assert f"valid   {tmp_path / 'good.yaml'}" in out
+    assert f"invalid {tmp_path / 'binary.yaml'}:2: not UTF-8 text: byte 0x80 at offset 128" in out
+    assert f"invalid {tmp_path / 'loop.yaml'}: symlink loop" in out
+
+
+def test_validate_names_a_symlink_loop_given_directly(tmp_path, capsys):
+    (tmp_path / "loop.yaml").symlink_to("loop.yaml")
+    code, out, err = run(capsys, "validate", str(tmp_path / "loop.yaml"))
+    assert code == 2 and "symlink loop" in err and "no such file" not in err
+
+
+@pytest.mark.parametrize("text", ["eth0", "eth0;rm -rf /", "a\nb", "it's\\x", "é\x01", "$(id)"])
+def test_a_quoted_plan_word_is_the_same_word_to_bash(text):
+    import subprocess
+
+    from harness.plan import quote
+
+    assert "\n" not in quote(text)
+    assert subprocess.run(["bash", "-c", f"printf %s {quote(text)}"], capture_output=True, text=True).stdout == text
+
+
+def test_a_missing_path_with_brackets_is_printed_as_it_is(tmp_path, capsys):
+    missing = str(tmp_path / "nope[/x].yaml")
+    for argv in (["run", "--backend", "dry-run", "-q"], ["validate"], ["plan"], ["list"]):
+        code, out, err = run(capsys, *argv, missing)
+        assert code in (1, 2)
+        assert f"{missing}: no such file or directory" in " ".join((out + err).split())
+
+
+def test_a_refusal_the_scenario_expects_is_judged_like_any_docker_error(tmp_path, capsys):
+    path = tmp_path / "expected.yaml"
+    path.write_text(textwrap.dedent("""\
+        name: expected
+        source: s
+        commands:
+          - docker network create -d macvlan --subnet=10.0.0.0/24 -o parent=eth0 n
+          - command: docker run --net=n --name a/b -itd alpine /bin/sh
+            error: Invalid container name (a/b), only * are allowed
+          - command: ip link add link eth0 name .. type vlan id 4
+            error: "RTNETLINK answers: Invalid argument"
+          - docker run --net=n --name web -itd alpine /bin/sh
+    """))
+    code, out, err = run(capsys, "validate", str(path))
+    assert code == 0, out + err
+    code, out, err = run(capsys, "plan", str(path))
+    assert code == 0
+    assert "#   Docker: Error response from daemon: Invalid container name (a/b)" in out
+    assert "ip netns add web" in out and "a/b" not in out.replace("# [2] docker run --net=n --name a/b", "") \
+        .replace("Invalid container name (a/b)", "")
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--backend", "[/x]"], "unknown backend '[/x]'"),
+    (["--backend", "dry-run", "-k", "[/x]"], "cannot use '[/x]' in a keyword expression"),
+])
+def test_a_message_built_without_escaping_still_prints(argv, words, capsys):
+    code, out, err = run(capsys, "run", "-q", *argv, str(SCENARIOS / "macvlan-bridge.yaml"))
+    assert code == 2
+    assert words in err and "MarkupError" not in err

@@ -261,3 +261,10 @@ def test_load_results_explains_what_is_wrong(tmp_path):
     with pytest.raises(ReportInputError, match=r"bad.json: does not follow docs/bench-schema.json at samples/0/gbps"):
         load_results(bad)
     assert load_results(_write(tmp_path, "ok.json", synthetic()))["schema"] == "harness-bench/1"
+
+
+def test_a_results_file_that_is_not_utf8_is_a_clean_error(tmp_path):
+    bad = tmp_path / "bin.json"
+    bad.write_bytes(b'{"schema": "\xff\xfe"}')
+    with pytest.raises(ReportInputError, match=r"bin.json: not UTF-8 text: byte 0xff at offset 12"):
+        load_results(bad)

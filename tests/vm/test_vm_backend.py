@@ -125,8 +125,8 @@ def test_the_prepared_kernel_is_the_recorded_one_else_the_newest(tmp_path):
 
 
 def test_a_given_kernel_is_prepared_and_read_without_unpacking(tmp_path, qemu_installed):
-    missing = VMBackend(kernel=str(tmp_path / "nope"), cache_dir=str(tmp_path))
-    assert "does not exist" in missing.available()
+    with pytest.raises(HarnessError, match="does not exist"):
+        VMBackend(kernel=str(tmp_path / "nope"), cache_dir=str(tmp_path))
     kernel = tmp_path / "boot" / "vmlinux-9.9.9-hx"
     kernel.parent.mkdir()
     kernel.write_bytes(b"\x7fELF" + b"\0" * 100 + b"Linux version 9.9.9-hx (builder@host) #1 SMP")
