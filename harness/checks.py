@@ -13,7 +13,6 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 
 from harness.model import Probe, Scenario
 from harness.observe import NodeView, PingJob, PingResult, RouteView
@@ -35,9 +34,12 @@ def normalize_error(message: str) -> str:
 
 
 def error_matches(expected: str, observed: str | None) -> bool:
+    """Docker's answer against the expected one, where only `*` is a wildcard: Docker's own texts hold
+    `[`, `]` and `?` (`only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed`), which must match themselves."""
     if observed is None:
         return False
-    return fnmatchcase(normalize_error(observed), normalize_error(expected))
+    pattern = "".join(".*" if part == "*" else re.escape(part) for part in re.split(r"(\*)", normalize_error(expected)))
+    return re.fullmatch(pattern, normalize_error(observed), flags=re.DOTALL) is not None
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,8 @@ _SUMMARY = re.compile(r"(\d+) packets transmitted, (\d+) (?:packets )?received")
 def describe_ping(result: PingResult) -> str:
     if result.probe_error:
         return f"a broken probe ({result.summary})"
+    if result.unbacked and not result.reached:
+        return f"no verdict: no reply, but {result.unbacked}"
     m = _SUMMARY.search(result.summary)
     if result.reached:
         got = f"{m.group(2)}/{m.group(1)} replies" if m else "a reply"
@@ -96,6 +100,13 @@ def describe_ping(result: PingResult) -> str:
     if m:
         return f"no reply ({m.group(2)}/{m.group(1)} replies)"
     return f"no reply ({result.summary})"
+
+
+def _agrees(result: PingResult, want: bool) -> bool:
+    """A probe's verdict matches: a reply for reachable; for isolated, silence that its batch backs."""
+    if result.probe_error:
+        return False
+    return result.reached if want else not result.reached and not result.unbacked
 
 
 class Judge:
@@ -149,14 +160,14 @@ class Judge:
             src_label = self._src_label(job.src, job.dst)
             checks.append(Check(
                 "reach" if want else "isolate", f"{src_label} -> {label}",
-                "reachable" if want else "isolated", describe_ping(res), res.reached == want and not res.probe_error,
+                "reachable" if want else "isolated", describe_ping(res), _agrees(res, want),
                 evidence=res.evidence, location=str(probe.location), origin="expect"))
         for exp in matrix:
             res = results[(exp.src.owner, str(exp.dst.ip), exp.reachable)]
             checks.append(Check(
                 "reach" if exp.reachable else "isolate", f"{exp.src.label} -> {exp.dst.label}",
                 ("reachable" if exp.reachable else "isolated") + f" ({exp.reason})", describe_ping(res),
-                res.reached == exp.reachable and not res.probe_error, evidence=res.evidence, origin="matrix"))
+                _agrees(res, exp.reachable), evidence=res.evidence, origin="matrix"))
         return checks
 
     def _src_label(self, src: str, dst_ip: str) -> str:

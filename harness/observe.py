@@ -6,16 +6,24 @@ cannot confirm itself. All a backend must offer is `run_many([(node, argv)], tim
 `observation_jobs` are the queries for a list of nodes and `parse_observations` turns their answers into
 a `NodeView` per node (links with kind and mode, addresses, routes);
 `ping_many` runs `PingJob`s concurrently and returns `PingResult`s with the command and its output as
-evidence.
+evidence. `probe_all` runs a whole scenario's probes with the observations: one wave with a `ping` per
+probe for a small batch; for a big one (the full matrix of many containers) waves of bounded size
+with one prober per source (`harness/prober.py`), neighbour-table flushes between waves, and rounds
+that re-ask isolation probes until expected replies of the same wave back them (the rules are stated
+above `PROBER`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import math
+import os
 import re
+import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from harness.model import is_ip_address
 
@@ -149,6 +157,9 @@ class PingResult:
     exit_code: int
     probe_error: bool = False  # ping itself failed (bad argument, unknown name): neither verdict holds
     rtt_max_ms: float | None = None  # the slowest reply, when there was one
+    reply_ms: float | None = None  # from the first echo sent to the first reply (losses included)
+    unbacked: str = ""  # a silent isolation probe whose batch cannot vouch for it: why (no verdict)
+    timed_out: bool = False  # the probe's process was killed at the batch's deadline (asked again)
 
     @property
     def evidence(self) -> str:
@@ -177,14 +188,19 @@ def ping_commands(jobs: Sequence[PingJob]) -> list[tuple[str, list[str]]]:
 
 
 _RTT = re.compile(r"= [\d.]+/[\d.]+/([\d.]+)/[\d.]+ ms")
+_SENT = re.compile(r"(\d+) packets transmitted")
 
 
 def slow_replies(results: Sequence[PingResult]) -> float:
-    """The slowest reply among probes that got one, in seconds (0 when none did)."""
-    return max((r.rtt_max_ms or 0.0 for r in results if r.reached), default=0.0) / 1000
+    """The slowest first reply among probes that got one, in seconds (0 when none did)."""
+    return max((_reply_ms(r) for r in results if r.reached), default=0.0) / 1000
 
 
-def isolation_retry_wait(results: Sequence[PingResult]) -> float | None:
+def _reply_ms(r: PingResult) -> float:
+    return r.reply_ms if r.reply_ms is not None else (r.rtt_max_ms or 0.0)
+
+
+def isolation_retry_wait(results: Sequence[PingResult], wait: float = ISOLATION_WAIT) -> float | None:
     """A longer wait for the isolation probes when this batch's replies were slow, else None.
 
     A silent isolation probe only means something if a reply would have come within its wait. When
@@ -192,9 +208,14 @@ def isolation_retry_wait(results: Sequence[PingResult]) -> float | None:
     of the wait, the silent ones are asked again with ten times the slowest reply, at least 1 s.
     """
     slowest = slow_replies(results)
-    if slowest <= ISOLATION_WAIT / 4:
+    if slowest <= wait / 4:
         return None
-    return min(REACH_DEADLINE, max(1.0, 10 * slowest))
+    return retry_wait(slowest, wait)
+
+
+def retry_wait(slowest: float, wait: float) -> float:
+    """The isolation wait of the next round: ten times the slowest reply, at least 1 s and twice the last."""
+    return min(float(REACH_DEADLINE), max(1.0, 10 * slowest, 2 * wait))
 
 
 def parse_pings(jobs: Sequence[PingJob], results) -> list[PingResult]:
@@ -208,6 +229,220 @@ def parse_pings(jobs: Sequence[PingJob], results) -> list[PingResult]:
         no_route = any(marker in text for marker in NO_ROUTE)
         probe_error = res.exit_code not in (0, 1) and not no_route
         rtt = _RTT.search(text)
+        rtt_ms = float(rtt.group(1)) if rtt else None
+        sent = _SENT.search(summary)
+        reply_ms = None
+        if res.exit_code == 0 and rtt_ms is not None:
+            # -c 1 stops at the first reply, which came after the last echo sent (PING_INTERVAL apart)
+            # and after its own round trip: at least the larger of the two.
+            sent_before = int(sent.group(1)) - 1 if sent and job.expect_reach is not False else 0
+            reply_ms = max(rtt_ms, sent_before * PING_INTERVAL * 1000)
         out.append(PingResult(job, res.exit_code == 0, summary, res.command, res.exit_code, probe_error,
-                              float(rtt.group(1)) if rtt else None))
+                              rtt_ms, reply_ms, timed_out=bool(getattr(res, "timed_out", False))))
     return out
+
+
+# -- probing at scale ---------------------------------------------------------------------------------
+#
+# The rules, in one place:
+#   * Waves. Every probe that resolves a neighbour leaves an ARP/ND entry at both ends, and the kernel's
+#     neighbour tables are global: about 1024 entries (gc_thresh3) for all namespaces together, and an
+#     entry younger than 5 s cannot be reclaimed. The full matrix of N containers needs ~N^2 entries (a
+#     60-container matrix run at once overflowed the table 77,000 times: the "no reply" failures of issue
+#     #10). So the probes are split into waves: the nodes (sources and the owners of the destinations) go
+#     into blocks of B, a wave probes between two blocks (about 2*B^2 entries, below NEIGH_BUDGET), and
+#     after each wave the neighbour entries of its nodes are flushed (`ip neigh flush all`: dynamic state
+#     the probes created, nothing Docker configured and nothing that is judged). A batch that fits the
+#     budget is one wave and flushes nothing: every documented scenario.
+#   * Processes. A wave runs at most one process per source (the prober, harness/prober.py) when the
+#     batch needs more than one wave or more than `max_concurrent()` probes; small batches keep one
+#     `ping` per probe, started together with the `ip -json` observations (cheapest under TCG).
+#   * Trust. A wave is trusted when every expected-reachable probe in it (its witnesses) replied, and the
+#     slowest first reply came within a quarter of the isolation wait. The silent isolation probes of an
+#     untrusted wave, and the failed witnesses, are probed again in a new round with a longer wait
+#     (`retry_wait`), up to MAX_ROUNDS rounds. A reply is proof in any round; an isolation verdict comes
+#     from the probe's last round.
+#   * Backing. A final "isolated" needs a reply in the same wave from the same source: one of its
+#     expected-reachable probes answered within a quarter of the wait (a source with none gets a witness
+#     echo to its own loopback). Otherwise the probe has no verdict (`PingResult.unbacked`), which fails.
+
+PROBER = Path(__file__).resolve().with_name("prober.py")
+NEIGH_BUDGET = 600  # neighbour entries one wave may create: well below the global gc_thresh3 (1024)
+MAX_ROUNDS = 3
+LOOPBACK = "127.0.0.1"
+
+
+def max_concurrent() -> int:
+    """How many probe processes may run at once: derived from the CPU count (the guest has one)."""
+    return max(128, 64 * (os.cpu_count() or 1))
+
+
+def prober_argv(jobs: Sequence[PingJob], wait: float) -> list[str]:
+    specs = [("i:" if j.expect_reach is False else "r:") + j.dst for j in jobs]
+    return [sys.executable, "-I", "-S", str(PROBER), f"{PING_INTERVAL:g}", str(REACH_DEADLINE), f"{wait:g}",
+            str(ISOLATION_PACKETS), *specs]
+
+
+def parse_prober(jobs: Sequence[PingJob], res) -> list[PingResult]:
+    """One prober's answer (a CommandResult) as a PingResult per job, in order."""
+    lines = [line for line in res.stdout.splitlines() if line.strip()]
+    records, sockets = [], {}
+    try:
+        sockets = json.loads(lines[0])["sockets"] if lines else {}
+        records = [json.loads(line) for line in lines[1:]]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        records = []
+    if res.exit_code != 0 or len(records) != len(jobs):
+        why = "timed out" if getattr(res, "timed_out", False) else f"exit {res.exit_code}"
+        text = (res.stderr.strip().splitlines() or ["no output"])[-1]
+        return [PingResult(j, False, f"the prober failed ({why}): {text}", _prober_command(j, sockets),
+                           res.exit_code or 2, True, timed_out=bool(getattr(res, "timed_out", False))) for j in jobs]
+    out = []
+    for job, rec in zip(jobs, records):
+        reached = bool(rec.get("received"))
+        error = rec.get("error")
+        summary = f"{rec.get('sent', 0)} packets transmitted, {rec.get('received', 0)} received"
+        if reached:
+            summary += f", first reply after {rec.get('first_ms') or 0:.1f} ms"
+        if error:
+            summary += f": {error}"
+        probe_error = bool(error) and not any(marker in error for marker in NO_ROUTE)
+        out.append(PingResult(job, reached, summary, _prober_command(job, sockets), 0 if reached else (2 if error else 1),
+                              probe_error, rec.get("rtt_ms"), rec.get("first_ms")))
+    return out
+
+
+def _prober_command(job: PingJob, sockets: dict) -> str:
+    version = ipaddress.ip_address(job.dst).version if is_ip_address(job.dst) else 4
+    kind = sockets.get(str(version), "icmp")
+    return f"prober.py {'i' if job.expect_reach is False else 'r'}:{job.dst} ({kind} ICMP socket)"
+
+
+def plan_waves(jobs: Sequence[PingJob], owners: dict[str, str], budget: int | None = None) -> list[list[int]]:
+    """Indices of `jobs` in waves, each creating at most about `budget` neighbour entries (see above)."""
+    budget = NEIGH_BUDGET if budget is None else budget
+    pairs = {(j.src, owners.get(j.dst, j.src)) for j in jobs}
+    if 2 * len(pairs) <= budget:
+        return [list(range(len(jobs)))] if jobs else []
+    nodes = sorted({j.src for j in jobs} | {owners[j.dst] for j in jobs if j.dst in owners})
+    size = max(1, math.isqrt(budget // 2))
+    block = {node: i // size for i, node in enumerate(nodes)}
+    waves: dict[tuple[int, int], list[int]] = {}
+    for i, j in enumerate(jobs):
+        a = block[j.src]
+        b = block.get(owners.get(j.dst, j.src), a)
+        waves.setdefault((min(a, b), max(a, b)), []).append(i)
+    return [waves[k] for k in sorted(waves)]
+
+
+@dataclass
+class ProbeStats:
+    """What probing cost: for the caller to print (the scale test) or ignore."""
+
+    probes: int = 0  # probes judged (witness echoes to loopback not counted)
+    sent: int = 0  # probes run, retries and witnesses included
+    waves: int = 0
+    rounds: int = 0
+    processes: int = 0
+    prober: bool = False
+
+
+def _wave_verdicts(wave: Sequence[PingJob], results: Sequence[PingResult], wait: float) -> tuple[bool, float, set[str]]:
+    """(trusted, slowest first reply in s, sources backed by a timely reply) for one wave's results."""
+    limit = wait * 1000 / 4
+    witnesses = [r for j, r in zip(wave, results) if j.expect_reach is True]
+    slowest = max((_reply_ms(r) for r in witnesses if r.reached), default=0.0)
+    trusted = all(r.reached and not r.probe_error for r in witnesses) and slowest <= limit
+    backed = {r.job.src for r in witnesses if r.reached and _reply_ms(r) <= limit}
+    return trusted, slowest / 1000, backed
+
+
+def _with_witnesses(jobs: Sequence[PingJob]) -> list[PingJob]:
+    """A loopback echo for every source whose only probes in this wave are isolation probes."""
+    reach = {j.src for j in jobs if j.expect_reach is True}
+    lonely = sorted({j.src for j in jobs if j.expect_reach is False} - reach)
+    return [*jobs, *(PingJob(src, LOOPBACK, True, 4) for src in lonely)]
+
+
+def probe_all(session, jobs: Sequence[PingJob], owners: dict[str, str], extra: Sequence[tuple[str, list[str]]] = (),
+              stats: ProbeStats | None = None):
+    """Run `extra` commands (the observations) and every probe; (extra's CommandResults, PingResults in order).
+
+    `owners` maps a destination address to the node that holds it (for the waves and the flushes).
+    """
+    stats = stats if stats is not None else ProbeStats()
+    stats.probes = len(jobs)
+    limit = max_concurrent()
+    first = plan_waves(jobs, owners)
+    use_prober = len(first) > 1 or len(jobs) > limit
+    stats.prober = use_prober
+    extra = list(extra)
+    extra_results: list = []
+    if use_prober or not jobs or len(extra) + len(jobs) > limit:
+        for i in range(0, len(extra), limit):
+            extra_results += session.run_many(extra[i:i + limit], timeout=PING_TIMEOUT)
+            stats.processes += len(extra[i:i + limit])
+        extra = []
+    final: list[PingResult | None] = [None] * len(jobs)
+    todo = list(range(len(jobs)))
+    wait = ISOLATION_WAIT
+    for round_ in range(MAX_ROUNDS):
+        stats.rounds = round_ + 1
+        subset = [replace(jobs[i], isolation_wait=wait) if jobs[i].expect_reach is False else jobs[i] for i in todo]
+        waves = plan_waves(subset, owners) if round_ else first
+        flushing = len(waves) > 1
+        retry, slowest = [], 0.0
+        for wave_idx in waves:
+            wave = _with_witnesses([subset[k] for k in wave_idx])
+            stats.waves += 1
+            stats.sent += len(wave)
+            if use_prober:
+                by_src: dict[str, list[int]] = {}
+                for k, j in enumerate(wave):
+                    by_src.setdefault(j.src, []).append(k)
+                commands = [(src, prober_argv([wave[k] for k in ks], wait)) for src, ks in by_src.items()]
+                done = session.run_many(extra + commands, timeout=REACH_DEADLINE + wait + 10)
+                results: list[PingResult | None] = [None] * len(wave)
+                for (_src, ks), res in zip(by_src.items(), done[len(extra):]):
+                    for k, r in zip(ks, parse_prober([wave[k] for k in ks], res)):
+                        results[k] = r
+            else:
+                done = session.run_many(extra + ping_commands(wave), timeout=PING_TIMEOUT + wait)
+                results = parse_pings(wave, done[len(extra):])
+                commands = wave
+            stats.processes += len(extra) + len(commands)
+            if extra:
+                extra_results, extra = done[:len(extra)], []
+            if flushing:
+                touched = sorted({j.src for j in wave} | {owners[j.dst] for j in wave if j.dst in owners})
+                session.run_many([(node, ["ip", "neigh", "flush", "all"]) for node in touched], timeout=PING_TIMEOUT)
+                stats.processes += len(touched)
+            trusted, wave_slowest, backed = _wave_verdicts(wave, results, wait)
+            slowest = max(slowest, wave_slowest)
+            for k, r in zip(wave_idx, results):
+                i = todo[k]
+                job = jobs[i]
+                if r.timed_out and not r.reached:
+                    retry.append(i)  # killed at the deadline: the machine was too slow, not the probe wrong
+                    final[i] = r
+                elif job.expect_reach is False:
+                    if not r.reached and not r.probe_error:
+                        own = job.src in backed
+                        if not trusted or not own:
+                            retry.append(i)  # not trusted: asked again, with more time
+                        if not own:
+                            r = replace(r, unbacked=f"{job.src} got no timely reply of its own in the same batch "
+                                                    f"(slowest first reply {wave_slowest * 1000:.0f} ms, "
+                                                    f"isolation wait {wait * 1000:.0f} ms)")
+                    final[i] = r
+                else:
+                    prev = final[i]
+                    final[i] = prev if prev is not None and prev.reached else r
+                    if not final[i].reached and not final[i].probe_error:
+                        retry.append(i)
+        if not retry:
+            break
+        todo = sorted(retry)
+        wait = retry_wait(slowest, wait)
+    assert all(r is not None for r in final)
+    return extra_results, final

@@ -61,6 +61,13 @@ class Expectation:
     reason: str
 
 
+def _segment(segment: tuple) -> str:
+    kind, where = segment
+    if kind == "internal":
+        return f"internal network on {where}"
+    return "untagged" if where is None else f"VLAN {where}"
+
+
 class Oracle:
     def __init__(self, state: DockerState, world: World):
         self.state = state
@@ -126,6 +133,11 @@ class Oracle:
             return True, "ipvlan l3 routes between every child of one parent"
         if src.segment[0] == "internal" or dst.segment[0] == "internal":
             return False, "an internal (dummy-parent) network has no way out"
+        if same_subnet:
+            # The source takes the destination for a neighbour and asks for it on its own segment only
+            # (no gateway is involved, whatever the router forwards); the router answers ARP only on
+            # the port holding the address (harness.world.ROUTER_ARP_SYSCTLS).
+            return False, f"same subnet on another segment ({_segment(src.segment)} vs {_segment(dst.segment)})"
         return self._routed(src, dst)
 
     def _passthru_on(self, lower: str | None) -> bool:

@@ -3,9 +3,11 @@
 `World` is the physical network of DESIGN.md: an `up` node whose Linux bridge `br0` is the switch, a
 `host` node whose `eth0` is a veth into that switch with the host's documented address, and, when the
 scenario names router addresses, an `rt` node (the upstream router) on a switch port, holding every
-gateway address, tagged on `eth0.N` when the network that contains it uses VLAN N. The switch passes
-802.1q tags unchanged, so VLAN isolation is enforced by the tagged sub-interfaces at both ends, as on a
-trunk port. Which VLANs the switch carries comes from the Docker under test's compile
+gateway address, tagged on `eth0.N` when the network that contains it uses VLAN N. The router behaves
+as a router does, not as a Linux box does by default: it answers ARP only on the port that holds the
+asked address (`ROUTER_ARP_SYSCTLS`), so a gateway on VLAN 50 is not reachable from the untagged host
+that uses the same subnet. The switch passes 802.1q tags unchanged, so VLAN isolation is enforced by the
+tagged sub-interfaces at both ends, as on a trunk port. Which VLANs the switch carries comes from the Docker under test's compile
 (`harness.docker.emulated.compile_scenario`): the world itself knows nothing of Docker.
 """
 
@@ -27,6 +29,10 @@ from harness.plan import (
 )
 
 SWITCH, ROUTER, HOST = "up", "rt", "host"
+# The upstream router's strong-host ARP: reply only for an address of the receiving port (arp_ignore=1),
+# and take an ARP request's source address from the outgoing port's subnet (arp_announce=2). The kernel
+# uses the larger of `all` and the port's own value, so `all` covers ports added later.
+ROUTER_ARP_SYSCTLS = (("net.ipv4.conf.all.arp_ignore", "1"), ("net.ipv4.conf.all.arp_announce", "2"))
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,7 @@ class World:
     forwarding: bool
     hairpin: bool
     vlans: tuple[int, ...] = ()  # VLANs the switch's trunk ports carry
+    host_nics: tuple = ()  # more NICs of the host: (name, addresses), each a port of the switch (issue #11)
 
     @classmethod
     def of(cls, topo: Topology, vlans: Iterable[tuple[IPNetwork, int | None]] = ()) -> World:
@@ -55,7 +62,7 @@ class World:
             ports.append(RouterPort(ra.interface, vlan, "eth0" if vlan is None else f"eth0.{vlan}"))
         used = {vlan for _, vlan in vlans if vlan is not None} | {p.vlan for p in ports if p.vlan is not None}
         return cls(topo.host_parent, topo.host_addresses, tuple(ports), topo.router_forwarding, topo.switch_hairpin,
-                   tuple(sorted(used)))
+                   tuple(sorted(used)), getattr(topo, "host_nics", ()))
 
     def host_gateway(self, version: int) -> IPInterface | None:
         """The router address the host's own default route uses: one in the host's untagged subnet."""
@@ -79,6 +86,9 @@ class World:
             *_switch_port(HOST, self.host_parent, "p-host", hairpin=self.hairpin, vlans=self.vlans),
         ]
         ops += [AddAddress(HOST, self.host_parent, str(a)) for a in self.host_addresses]
+        for i, (nic, addresses) in enumerate(self.host_nics, start=1):
+            ops += _switch_port(HOST, nic, f"p-host{i}", hairpin=self.hairpin, vlans=self.vlans)
+            ops += [AddAddress(HOST, nic, str(a)) for a in addresses]
         for version in (4, 6):
             gw = self.host_gateway(version)
             if gw is not None:
@@ -92,6 +102,12 @@ class World:
             value = "1" if self.forwarding else "0"
             ops += [SetSysctl(ROUTER, "net.ipv4.ip_forward", value),
                     SetSysctl(ROUTER, "net.ipv6.conf.all.forwarding", value)]
+            # A router answers ARP only for the addresses of the port the request came in on, and
+            # announces from that port's own subnet (Linux's default is the weak-host model: any
+            # address of the box, on any port, which would make a gateway on VLAN 50 answer the
+            # untagged host for the same address). IPv6 neighbour discovery already answers only for
+            # the receiving interface's addresses, so it needs no setting.
+            ops += [SetSysctl(ROUTER, key, value) for key, value in ROUTER_ARP_SYSCTLS]
         return tuple(ops)
 
 
