@@ -11,7 +11,12 @@ Under pytest-xdist every worker and the controller share one run id (`harness.ru
 `testrun_uid`), and every worker puts its worker id into every namespace name. The controller (or a
 plain run) removes the run's batch directory at the end.
 
-Options: `--backend` (default auto) and `--harness-profile`. Markers (declared here, and only here, so
+With `--kernels 6.1,6.12,host` (the conformance matrix) every scenario file yields one item per kernel,
+`scenario[vm-6.12]`, `scenario[netns-host]` (host: this machine's kernel through the namespace backend),
+so `-k "scenario and 6.12"` selects one kernel; each VM kernel is its own batch (one boot per kernel and
+run), its guests spread over the CPUs as `harness run --kernels` does.
+
+Options: `--backend` (default auto), `--kernels` and `--harness-profile`. Markers (declared here, and only here, so
 an installed plugin needs no ini file): scenario, root, vm, bench, docker. Tests marked `root` skip when
 not root. The plugin's state lives in `config.stash`.
 """
@@ -46,8 +51,9 @@ MARKERS = {
 # Plugin state, one per pytest run (config), never module globals: pytester and in-process runs share
 # this module.
 CHOOSER_KEY: pytest.StashKey[BackendChooser] = pytest.StashKey()  # made on first use
-BATCHES_KEY: pytest.StashKey[dict[str, list[Scenario]]] = pytest.StashKey()  # batch backend -> its scenarios
-CACHES_KEY: pytest.StashKey[dict[str, BatchCache]] = pytest.StashKey()  # batch backend -> its results cache
+KERNEL_CHOOSERS_KEY: pytest.StashKey[dict[str, BackendChooser]] = pytest.StashKey()  # --kernels: kernel -> chooser
+BATCHES_KEY: pytest.StashKey[dict[str, list[Scenario]]] = pytest.StashKey()  # batch key -> its scenarios
+CACHES_KEY: pytest.StashKey[dict[str, BatchCache]] = pytest.StashKey()  # batch key -> its results cache
 
 _WORKER_RUN_ID = "harness_run_id"  # the controller's run id, handed to each pytest-xdist worker
 
@@ -57,6 +63,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     names = ["auto", *backend_names()]
     group.addoption("--backend", default="auto", choices=names,
                     help=f"backend for scenario items: {', '.join(names)} (default %(default)s)")
+    group.addoption("--kernels", default=None, metavar="LIST",
+                    help="the kernel matrix: one scenario item per kernel of LIST (e.g. 6.1,6.12,host), "
+                         "ids scenario[vm-6.12] and scenario[netns-host]")
     group.addoption("--harness-profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
                     help="Docker behaviour to emulate (default %(default)s)")
 
@@ -82,7 +91,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     batches: dict[str, list[Scenario]] = {}
     for item in session.items:
         if isinstance(item, ScenarioItem) and item.backend.kind == BATCH:
-            batches.setdefault(item.backend.name, []).append(item.scenario)
+            batches.setdefault(item.batch_key, []).append(item.scenario)
     session.config.stash[BATCHES_KEY] = batches
 
 
@@ -90,7 +99,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     # The controller (or a plain run) removes the run's batch directory, which its workers may have
     # filled; only when this run could have chosen a batch backend, so that a dry-run or netns pytest
     # run nested in another one (pytester) never removes the outer run's directory.
-    if getattr(config, "workerinput", None) is None and _may_batch(config.getoption("--backend")):
+    if getattr(config, "workerinput", None) is None and (_may_batch(config.getoption("--backend"))
+                                                         or _vm_kernels(config)):
         import shutil
 
         from backends.batch import batch_dir
@@ -104,6 +114,27 @@ def _may_batch(name: str) -> bool:
 
     candidates = [n for n in AUTO_ORDER if n in backend_names()] if name == "auto" else [name]
     return any(backend_class(n).kind == BATCH for n in candidates)
+
+
+def _vm_kernels(config: pytest.Config) -> list[str]:
+    from harness.cli.matrix import HOST, parse_kernels
+
+    text = config.getoption("--kernels", None)
+    return [k for k in parse_kernels(text) if k != HOST] if text else []
+
+
+def kernel_choosers(config: pytest.Config) -> dict[str, BackendChooser]:
+    """--kernels: one chooser per kernel (host: netns; the others: the VM booting that kernel), each VM
+    kernel with its share of the CPUs."""
+    found = config.stash.get(KERNEL_CHOOSERS_KEY, None)
+    if found is None:
+        from harness.cli.matrix import kernel_chooser, parse_kernels, vm_slots
+
+        per_kernel, _ = vm_slots(len(_vm_kernels(config)))
+        profile = config.getoption("--harness-profile")
+        found = config.stash[KERNEL_CHOOSERS_KEY] = {
+            k: kernel_chooser(k, profile, per_kernel) for k in parse_kernels(config.getoption("--kernels"))}
+    return found
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -143,12 +174,17 @@ class ScenarioFile(pytest.File):
 
         try:
             scenario = load_scenario(self.path)  # ScenarioError: file:line and what is wrong
-            backend = chooser(self.config).choose(scenario)
+            if self.config.getoption("--kernels", None):
+                chosen = [(k, c.choose(scenario)) for k, c in kernel_choosers(self.config).items()]
+            else:
+                chosen = [(None, chooser(self.config).choose(scenario))]
         except HarnessError as exc:
             raise self.CollectError(str(exc)) from None
         profile = self.config.getoption("--harness-profile")
-        yield ScenarioItem.from_parent(self, name=f"scenario[{backend.name}]", scenario=scenario,
-                                       backend=backend, profile=profile)
+        for kernel, backend in chosen:
+            label = backend.name if kernel is None else f"{backend.name}-{kernel}"
+            yield ScenarioItem.from_parent(self, name=f"scenario[{label}]", scenario=scenario, backend=backend,
+                                           profile=profile, batch_key=label)
 
 
 class ScenarioFailed(Exception):
@@ -158,11 +194,12 @@ class ScenarioFailed(Exception):
 
 
 class ScenarioItem(pytest.Item):
-    def __init__(self, *, scenario, backend, profile, **kwargs):
+    def __init__(self, *, scenario, backend, profile, batch_key: str | None = None, **kwargs):
         super().__init__(**kwargs)
         self.scenario = scenario
         self.backend = backend
         self.profile = profile
+        self.batch_key = batch_key or backend.name  # the backend, or per kernel of a matrix: vm-6.12
         self.add_marker(pytest.mark.scenario)
         self.extra_keyword_matches.add(scenario.name)  # -k by scenario name, whatever the file is called
         self.result: ScenarioResult | None = None
@@ -183,10 +220,10 @@ class ScenarioItem(pytest.Item):
         from backends.batch import BatchCache
 
         caches = self.config.stash.setdefault(CACHES_KEY, {})
-        cache = caches.get(self.backend.name)
+        cache = caches.get(self.batch_key)
         if cache is None:
-            cache = caches[self.backend.name] = BatchCache(self.backend, runid.run_id())
-        batch = self.config.stash.get(BATCHES_KEY, {}).get(self.backend.name) or [self.scenario]
+            cache = caches[self.batch_key] = BatchCache(self.backend, runid.run_id(), key=self.batch_key)
+        batch = self.config.stash.get(BATCHES_KEY, {}).get(self.batch_key) or [self.scenario]
         return cache.result(self.scenario, batch, self.profile)
 
     def repr_failure(self, excinfo, style=None):
@@ -199,4 +236,4 @@ class ScenarioItem(pytest.Item):
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self):
-        return self.path, 0, f"scenario {self.scenario.name} [{self.backend.name}]"
+        return self.path, 0, f"scenario {self.scenario.name} [{self.batch_key}]"

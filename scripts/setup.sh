@@ -40,5 +40,7 @@ fi
 # The VM backend boots Debian's kernel package: fetch and unpack it now, build the guest image and probe
 # what its kernel can do (cached, nothing installed into /boot). Choosing a backend never downloads.
 "$PYTHON" -m harness prepare --backend vm
+# The kernel matrix's second kernel (Debian's 6.12 for bookworm): `harness run --kernels 6.1,6.12,host`.
+"$PYTHON" -m harness prepare --backend vm --kernel 6.12
 # The docker backend's offline image (a busybox rootfs; no registry is reachable).
 "$PYTHON" -m harness prepare --backend docker

@@ -9,7 +9,10 @@ Main objects:
   :meth:`KernelBundle.from_path` wraps a user-supplied kernel (``--kernel PATH``).
 * :func:`prepared_kernel`: the kernel already in the cache (what ``harness prepare`` fetched), found
   without apt, network or decompression: what the backend's cheap ``available()`` asks.
-* :func:`resolve_kernel_package`: the concrete ``linux-image-<release>`` package behind a metapackage.
+* :func:`resolve_kernel_package`: the concrete ``linux-image-<release>`` package behind a metapackage,
+  a version series (``6.1``, ``6.12``: the newest ``-amd64`` package of that series the archive offers)
+  or a package-name pattern (``linux-image-6.12.*+deb12-amd64``); :func:`is_kernel_name` tells such a
+  name from a path (``--kernel`` takes both).
 * :func:`kernel_release_of_file` and :func:`find_config`: a kernel image's release and its
   ``config-<release>`` file, read without unpacking anything.
 
@@ -18,13 +21,15 @@ Cache layout, under :func:`backends.vm.steps.default_cache_dir`::
     kernels/<release>/{boot,lib,usr}/     dpkg-deb -x of the Debian package (boot/config-<release> too)
     kernels/<release>/vmlinux             the decompressed ELF that qemu boots
     kernels/<release>/bundle.json         written last: the entry is complete
-    kernels/prepared.json                 the release the last fetch chose
+    kernels/prepared.json                 the release the last fetch of the default package chose
+    kernels/names.json                    kernel name (``6.12``, a package) -> the release fetched for it
     kernels/resolved.json                 metapackage -> concrete package, until apt's lists change
     kernels/user-<sha256>/vmlinux         decompressed user-supplied bzImage
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import logging
@@ -45,13 +50,18 @@ from backends.vm.steps import decompress_external, default_cache_dir, run_step, 
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BUILDER_VERSION", "KernelBundle", "fetch_kernel", "find_config", "kernel_release_of_file",
-           "prepared_kernel", "resolve_kernel_package"]
+__all__ = ["BUILDER_VERSION", "DEFAULT_PACKAGE", "KernelBundle", "fetch_kernel", "find_config", "is_kernel_name",
+           "kernel_release_of_file", "prepared_kernel", "resolve_kernel_package"]
 
 # Bump when the image layout or the builder's logic changes: it is part of every cache key.
 BUILDER_VERSION = "1"
 
-_KERNEL_PACKAGE_RE = re.compile(r"^linux-image-(?P<release>\d[\w.+~]*-[\w.+~-]+)$")
+DEFAULT_PACKAGE = "linux-image-amd64"
+# A concrete package: linux-image-6.1.0-57-amd64, linux-image-6.12.117+deb12-amd64 (three version numbers;
+# linux-image-6.12-amd64 is a metapackage). Debian's -unsigned twin holds the same kernel.
+_KERNEL_PACKAGE_RE = re.compile(r"^linux-image-(?P<release>\d+\.\d+\.\d+[\w.+~]*-[\w.+~-]+?)(?:-unsigned)?$")
+_SERIES_RE = re.compile(r"^\d+\.\d+$")
+_NOT_A_KERNEL = ("-dbg", "-unsigned", "-template")
 _APT_TIMEOUT = 900.0
 _APT_HINT = "is the package index current? run `apt-get update` first"
 
@@ -206,7 +216,7 @@ def resolve_kernel_package(package: str = "linux-image-amd64", cache_dir: Path |
     With ``cache_dir`` the answer is remembered until apt's package lists change: without a
     package cache (as in Debian's container images) every apt-cache call re-reads the lists.
     """
-    if _KERNEL_PACKAGE_RE.match(package):
+    if _KERNEL_PACKAGE_RE.match(package) and not _is_pattern(package):
         return package
     memo_path = cache_dir / "kernels" / "resolved.json" if cache_dir else None
     stamp = _apt_index_stamp()
@@ -219,10 +229,14 @@ def resolve_kernel_package(package: str = "linux-image-amd64", cache_dir: Path |
         hit = memo.get(package, {})
         if hit.get("stamp") == stamp and _KERNEL_PACKAGE_RE.match(hit.get("concrete", "")):
             return hit["concrete"]
-    out = run_step(["apt-cache", "depends", package], what=f"resolving kernel package {package}",
-                   hint=_APT_HINT).stdout
-    found = [m.group(1) for m in re.finditer(r"^\s*\|?Depends:\s*(\S+)", out, re.MULTILINE)
-             if _KERNEL_PACKAGE_RE.match(m.group(1))]
+    if _SERIES_RE.match(package) or _is_pattern(package):
+        found = _offered_packages(package)
+        out = "(no package of that name)"
+    else:
+        out = run_step(["apt-cache", "depends", package], what=f"resolving kernel package {package}",
+                       hint=_APT_HINT).stdout
+        found = [m.group(1) for m in re.finditer(r"^\s*\|?Depends:\s*(\S+)", out, re.MULTILINE)
+                 if _KERNEL_PACKAGE_RE.match(m.group(1))]
     if not found:
         raise ImageError(f"resolving kernel package {package}: `apt-cache depends {package}` "
                          f"names no linux-image-<release> package:\n{out.strip()}\n{_APT_HINT}")
@@ -233,14 +247,49 @@ def resolve_kernel_package(package: str = "linux-image-amd64", cache_dir: Path |
     return found[0]
 
 
-def fetch_kernel(cache_dir: Path | None = None, package: str = "linux-image-amd64") -> KernelBundle:
+def is_kernel_name(text: str) -> bool:
+    """``--kernel`` TEXT names a Debian kernel (a version series such as ``6.12``, or a ``linux-image-...``
+    package or pattern) rather than a file: no slash, and one of those shapes."""
+    return "/" not in text and (bool(_SERIES_RE.match(text)) or text.startswith("linux-image-"))
+
+
+def _is_pattern(name: str) -> bool:
+    return any(ch in name for ch in "*?[")
+
+
+def _matches(spec: str, release: str, package: str | None) -> bool:
+    """Whether a kernel (its release, its package) is what ``spec`` names, without asking apt."""
+    if _SERIES_RE.match(spec):
+        return release.startswith((f"{spec}.", f"{spec}-")) and _plain_flavour(release)
+    name = (package or "").split("=", 1)[0] or f"linux-image-{release}"
+    return fnmatch.fnmatchcase(name, spec) if _is_pattern(spec) else name == spec
+
+
+def _plain_flavour(release: str) -> bool:
+    """The generic ``-amd64`` flavour, not ``-cloud-amd64`` or ``-rt-amd64``."""
+    return release.endswith("-amd64") and not release.endswith(("-cloud-amd64", "-rt-amd64"))
+
+
+def _offered_packages(spec: str) -> list[str]:
+    """The concrete kernel packages apt's lists offer for a series or a pattern, newest first (local)."""
+    prefix = f"linux-image-{spec}" if _SERIES_RE.match(spec) else re.split(r"[*?\[]", spec, maxsplit=1)[0]
+    out = run_step(["apt-cache", "pkgnames", prefix], what=f"listing kernel packages for {spec}",
+                   hint=_APT_HINT).stdout
+    names = {n for n in out.split() if not n.endswith(_NOT_A_KERNEL) and _KERNEL_PACKAGE_RE.match(n)}
+    found = [n for n in names if _matches(spec, _KERNEL_PACKAGE_RE.match(n).group("release"), n)]  # type: ignore[union-attr]
+    return sorted(found, key=lambda n: _version_key(n), reverse=True)
+
+
+def fetch_kernel(cache_dir: Path | None = None, package: str = DEFAULT_PACKAGE) -> KernelBundle:
     """Debian's kernel ``package`` unpacked into the cache, with its bzImage decompressed once.
 
     A metapackage is resolved to its concrete ``linux-image-<release>`` package with apt-cache
     (local, no network); a release already in the cache is returned without downloading. If apt
     cannot resolve the package but the cache holds kernels, the newest cached one is used with a
     warning, so that a machine whose apt lists were cleaned still runs. The kernel returned is
-    recorded as the prepared one (:func:`prepared_kernel`).
+    recorded as the prepared one (:func:`prepared_kernel`) when ``package`` is the default, and under its
+    name (``6.12``, a package or pattern) in ``names.json`` otherwise, so ``prepared_kernel(name=...)``
+    finds it without apt.
     """
     root = cache_dir or default_cache_dir()
     cache = root / "kernels"
@@ -248,11 +297,11 @@ def fetch_kernel(cache_dir: Path | None = None, package: str = "linux-image-amd6
     try:
         concrete = resolve_kernel_package(package, root)
     except ImageError:
-        cached = _cached_kernels(cache)
+        cached = _cached_kernels(cache) if package == DEFAULT_PACKAGE else _cached_named(cache, package)
         if not cached:
             raise
         log.warning("cannot resolve %s with apt; using cached kernel %s", package, cached[-1].release)
-        return _record_prepared(cache, cached[-1])
+        return _record_prepared(cache, cached[-1], package)
     release = _KERNEL_PACKAGE_RE.match(concrete).group("release")  # type: ignore[union-attr]
     entry = cache / release
     with FileLock(cache / ".lock"):
@@ -265,7 +314,7 @@ def fetch_kernel(cache_dir: Path | None = None, package: str = "linux-image-amd6
                 bundle = _download_kernel(concrete, release, work, entry)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
-        return _record_prepared(cache, bundle)
+        return _record_prepared(cache, bundle, package)
 
 
 def _download_kernel(concrete: str, release: str, work: Path, entry: Path) -> KernelBundle:
@@ -315,23 +364,49 @@ def _load_bundle(entry: Path) -> KernelBundle | None:
                         config=config if config.is_file() else None)
 
 
-def _record_prepared(cache: Path, bundle: KernelBundle) -> KernelBundle:
+def _record_prepared(cache: Path, bundle: KernelBundle, package: str = DEFAULT_PACKAGE) -> KernelBundle:
+    if package != DEFAULT_PACKAGE:
+        names = _read_json(cache / "names.json")
+        if names.get(package) != bundle.release:
+            write_atomic(cache / "names.json", (json.dumps({**names, package: bundle.release}, indent=1) + "\n").encode())
+        return bundle
     path = cache / "prepared.json"
-    try:
-        current = json.loads(path.read_text()).get("release") if path.is_file() else None
-    except (OSError, ValueError, AttributeError):
-        current = None
+    current = _read_json(path).get("release")
     if current != bundle.release:
         write_atomic(path, (json.dumps({"release": bundle.release}) + "\n").encode())
     return bundle
 
 
-def prepared_kernel(cache_dir: Path | None = None) -> KernelBundle | None:
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _cached_named(cache: Path, name: str) -> list[KernelBundle]:
+    """Cached kernels that ``name`` names: the one its fetch recorded, else those whose release or package
+    matches (a series, a pattern, a concrete package), oldest first."""
+    release = _read_json(cache / "names.json").get(name)
+    if isinstance(release, str) and "/" not in release:
+        bundle = _load_bundle(cache / release)
+        if bundle is not None:
+            return [bundle]
+    return [b for b in _cached_kernels(cache) if _matches(name, b.release, b.package)]
+
+
+def prepared_kernel(cache_dir: Path | None = None, name: str | None = None) -> KernelBundle | None:
     """The kernel a fetch left in the cache (the one it recorded, else the newest), or None.
 
-    Reads a few small files: no apt, no network, no decompression.
+    With ``name`` (``6.12``, a package or pattern, as ``--kernel`` takes them): the kernel fetched for
+    that name, else the newest cached one it names. Reads a few small files: no apt, no network, no
+    decompression.
     """
     cache = (cache_dir or default_cache_dir()) / "kernels"
+    if name is not None and name != DEFAULT_PACKAGE:
+        named = _cached_named(cache, name)
+        return named[-1] if named else None
     try:
         release = json.loads((cache / "prepared.json").read_text())["release"]
     except (OSError, ValueError, KeyError, TypeError):
@@ -345,7 +420,7 @@ def prepared_kernel(cache_dir: Path | None = None) -> KernelBundle | None:
 
 
 def _version_key(release: str) -> list[tuple[int, str]]:
-    return [(int(p), "") if p.isdigit() else (-1, p) for p in re.split(r"[.-]", release)]
+    return [(int(p), "") if p.isdigit() else (-1, p) for p in re.split(r"[.+~-]", release)]
 
 
 def _cached_kernels(cache: Path) -> list[KernelBundle]:

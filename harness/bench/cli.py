@@ -53,19 +53,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tests", metavar="LIST", help=f"comma-separated tests from {','.join(ALL_TESTS)} (default all)")
     parser.add_argument("--topologies", metavar="LIST", help=f"comma-separated, from {','.join(TOPOLOGIES)} (default all)")
     parser.add_argument("--backend", default="netns", help="backend to build the topologies with (default netns)")
+    parser.add_argument("--kernels", metavar="LIST",
+                        help="the bench on each kernel of LIST in turn (e.g. 6.1,6.12,host; host: netns here, the "
+                             "others in a VM): one results file per kernel (--json FILE -> FILE-<kernel>.json), "
+                             "and the ratios side by side")
     parser.add_argument("--seed", type=int, help=f"bootstrap RNG seed (default {d.seed})")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress display")
 
 
 VM_NOTE = ("measured inside a qemu TCG guest (no KVM): every CPU instruction is emulated, so absolute "
            "figures say nothing about the kernel's speed; compare ratios only with runs of the same kind")
-
-
-
-VM_NOTE = ("measured inside a qemu TCG guest (no KVM): every CPU instruction is emulated, so absolute "
-           "figures say nothing about the kernel's speed; compare ratios only with runs of the same kind")
 # Options that concern this machine's run, not the bench inside the guest (which gets its own).
-_LOCAL_ONLY = ("json", "save_baseline", "backend", "quiet")
+_LOCAL_ONLY = ("json", "save_baseline", "backend", "quiet", "kernels")
 
 
 def _forwarded(args: argparse.Namespace) -> list[str]:
@@ -85,14 +84,15 @@ def _forwarded(args: argparse.Namespace) -> list[str]:
     return words
 
 
-def _main_in_vm(args: argparse.Namespace, err) -> int:
-    """`--backend vm`: the whole bench runs inside one guest on Debian's kernel (which has ipvlan),
-    with the namespace backend there, and its results document comes back through the share."""
+def _main_in_vm(args: argparse.Namespace, err, kernel: str | None = None) -> int:
+    """`--backend vm`: the whole bench runs inside one guest on Debian's kernel (which has ipvlan), or on
+    `kernel` (`--kernels`), with the namespace backend there, and its results document comes back
+    through the share."""
     from backends.base import get_backend
 
     budget = getattr(args, "budget", None) or BenchParams().budget or 120
     try:
-        backend = get_backend("vm")
+        backend = get_backend("vm", **({"kernel": kernel} if kernel else {}))
         guest, files = backend.run_tool(["bench", "--backend", "netns", "--json", "/out/bench.json", "-q",
                                          *_forwarded(args)], ["bench.json"], timeout=budget * 3 + 180,
                                         # numpy for the statistics; the larger image needs more guest memory
@@ -188,6 +188,8 @@ def main(args: argparse.Namespace) -> int:
     from rich.markup import escape  # reasons and metric ids contain [brackets] rich would take for markup
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+    if getattr(args, "kernels", None):
+        return _main_kernels(args, err)
     if getattr(args, "backend", None) == "vm":
         return _main_in_vm(args, err)
     try:
@@ -232,3 +234,62 @@ def main(args: argparse.Namespace) -> int:
     if getattr(args, "save_baseline", None):
         out_console.print(f"baseline: {write_document(doc, args.save_baseline)}", markup=False)
     return 0
+
+
+def kernel_path(path: str, kernel: str) -> str:
+    """`results/b.json` for kernel 6.12 -> `results/b-6.12.json` (one results document per kernel)."""
+    from pathlib import Path
+
+    p = Path(path)
+    safe = "".join(ch if ch.isalnum() or ch in ".+_" else "_" for ch in kernel)
+    return str(p.with_name(f"{p.stem}-{safe}{p.suffix or '.json'}"))
+
+
+def _main_kernels(args: argparse.Namespace, err) -> int:
+    """`--kernels 6.1,6.12,host`: the bench on each kernel in turn (never at once: it measures), host with
+    the namespace backend here, the others in a VM booting that kernel; the ratios per kernel side by side."""
+    from harness.cli.matrix import HOST, parse_kernels
+
+    kernels = parse_kernels(args.kernels)
+    base = args.json or f"results/bench-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    docs: dict[str, dict] = {}
+    status = 0
+    for kernel in kernels:
+        sub = argparse.Namespace(**{**vars(args), "kernels": None, "json": kernel_path(base, kernel),
+                                    "save_baseline": kernel_path(args.save_baseline, kernel) if args.save_baseline else None,
+                                    "backend": "netns" if kernel == HOST else "vm"})
+        err.print(f"bench on kernel {kernel}", markup=False)
+        rc = main(sub) if kernel == HOST else _main_in_vm(sub, err, kernel=kernel)
+        status = max(status, rc)
+        try:
+            docs[kernel] = json.loads(open(sub.json).read())
+        except (OSError, ValueError):
+            err.print(f"kernel {kernel}: no results (exit {rc})", markup=False)
+    from rich.console import Console
+
+    Console(highlight=False, soft_wrap=True).print(ratios_by_kernel(docs))
+    return status
+
+
+def ratios_by_kernel(docs: Mapping[str, Mapping]):
+    """A table of every ratio (median [95 % CI]) per kernel: only ratios compare across kernels and VMs."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="bench ratios per kernel (median [95 % CI])")
+    table.add_column("ratio")
+    ids: list[str] = []
+    for kernel, doc in docs.items():
+        table.add_column(f"{kernel} ({doc.get('machine', {}).get('kernel', '?')}, {doc.get('backend', '?')})", justify="right")
+        ids += [m["id"] for m in doc["stats"]["metrics"] if m["kind"] == "ratio" and m["id"] not in ids]
+    for metric in ids:
+        cells = []
+        for doc in docs.values():
+            m = next((m for m in doc["stats"]["metrics"] if m["id"] == metric), None)
+            if m is None or m["median"] is None:
+                cells.append("-")
+            else:
+                ci = "" if m["ci_low"] is None else f" [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
+                cells.append(f"{m['median']:.3f}{ci}")
+        table.add_row(Text(metric), *cells)
+    return table

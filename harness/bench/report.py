@@ -1,5 +1,9 @@
 """`harness report CURRENT [BASELINE]`: bench results compared with a baseline, as Markdown and HTML.
 
+Given scenario results instead (`harness run --json`, one file or several, e.g. one per kernel of a CI
+job matrix), it renders the conformance matrix (`harness.matrix`): scenario x kernel, pass/fail/skip, and
+the first differing fact; exit 1 when a scenario failed or erred.
+
 The judging is `harness.bench.compare`; this module renders it. `render_markdown` is the CI-log summary;
 `render_html` a self-contained page with matplotlib plots (`harness.bench.plots`: Agg backend, PNGs
 embedded as base64) of per-round samples, ratio intervals and latency distributions.
@@ -187,8 +191,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = ("Compare bench results with a baseline: a table of every metric, Markdown on stdout, "
                           "optionally an HTML page with plots. Exit 1 on a regression beyond tolerance, "
                           "2 when an input cannot be read, else 0.")
-    parser.add_argument("current", help="results JSON of the run to judge")
-    parser.add_argument("baseline", nargs="?", help="results JSON to compare with (e.g. bench/baselines/NAME.json)")
+    parser.add_argument("current", help="results JSON of the run to judge (bench, or `harness run --json`: the matrix)")
+    parser.add_argument("baseline", nargs="?", help="results JSON to compare with (e.g. bench/baselines/NAME.json); "
+                        "for scenario results, more results to merge into the matrix")
+    parser.add_argument("more", nargs="*", help="scenario results only: further results files (one per kernel)")
     parser.add_argument("--tolerance", type=float, default=100 * d.ratio, metavar="PCT",
                         help="allowed change of a ratio, in %% (default %(default)g)")
     parser.add_argument("--abs-tolerance", type=float, default=100 * d.absolute, metavar="PCT",
@@ -207,6 +213,11 @@ def main(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+    if _is_run_results(args.current):
+        return _matrix_main(args, err)
+    if getattr(args, "more", None):
+        err.print("report: a bench report takes CURRENT and at most one BASELINE", markup=False)
+        return 2
     try:
         current = load_results(args.current)
         baseline = load_results(args.baseline) if args.baseline else None
@@ -230,3 +241,40 @@ def main(args: argparse.Namespace) -> int:
         err.print(f"report: cannot write {exc.filename}: {exc.strerror}", markup=False)
         return 2
     return exit_status(comparisons)
+
+
+def _is_run_results(path: str) -> bool:
+    from harness.matrix import is_run_results
+
+    try:
+        return is_run_results(json.loads(Path(path).read_text()))
+    except (OSError, ValueError):
+        return False  # load_results says what is wrong with it
+
+
+def _matrix_main(args: argparse.Namespace, err) -> int:
+    """Scenario results: the conformance matrix, Markdown on stdout (and --markdown), --html, --json-out."""
+    from harness import matrix as mx
+
+    paths = [args.current, *([args.baseline] if args.baseline else []), *(getattr(args, "more", None) or [])]
+    try:
+        m = mx.build_matrix(mx.load_run_results(paths))
+    except (OSError, ValueError) as exc:
+        err.print(f"report: unreadable input: {exc}", markup=False)
+        return 2
+    md = mx.render_markdown(m)
+    print(md, end="")
+    try:
+        if args.markdown:
+            Path(args.markdown).write_text(md)
+        if args.html:
+            Path(args.html).write_text(mx.render_html(m))
+        if getattr(args, "json_out", None):
+            Path(args.json_out).write_text(json.dumps(
+                {"columns": m.columns, "rows": [{"scenario": r.scenario, "path": r.path, "difference": r.difference,
+                                                  "status": {c: r.status(c) for c in m.columns}} for r in m.rows]},
+                indent=1) + "\n")
+    except OSError as exc:
+        err.print(f"report: cannot write {exc.filename}: {exc.strerror}", markup=False)
+        return 2
+    return mx.exit_status(m)
