@@ -1,16 +1,25 @@
 """Scenario files (YAML) -> `Scenario`, with errors that name the file, the line and what is wrong.
 
-`load_scenario(path)` composes the YAML node tree (which keeps line numbers), validates it against the
-published JSON Schema (`scenarios/schema.json`), parses every command line with the Docker CLI front end
-and checks that expectations name containers and addresses that exist. `find_scenarios(paths)` expands
-files and directories in a stable, sorted order (pytest-xdist needs every worker to see the same order).
+`load_scenario(path)` reads at most `MAX_FILE_BYTES` of UTF-8, composes the YAML node tree (which keeps line
+numbers) with `_Loader`, a SafeLoader that bounds nesting and alias expansion and refuses duplicate or
+non-string keys, validates it against the published JSON Schema (`scenarios/schema.json`), parses every
+command line with the Docker CLI front end and checks that expectations name containers and addresses
+that exist. `find_scenarios(paths)` expands files and directories in a stable, sorted order
+(pytest-xdist needs every worker to see the same order).
+
+Every bad input is a `ScenarioError` naming file and line: a scenario needs a few KB, five levels of
+nesting and no aliases, so the limits below are far above any real scenario and far below what would
+exhaust memory (a 1.4 KB alias bomb expands to billions of nodes) or Python's stack.
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
+import os
 import re
+import stat
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -18,26 +27,36 @@ from typing import Any
 
 import jsonschema
 import yaml
+from yaml.error import MarkedYAMLError
 
 from harness.docker.cli import CLIError, RunNamer, parse_command
 from harness.docker.driver import DRIVERS
 from harness.errors import ScenarioError
 from harness.model import (
+    RESERVED_NODES,
     ContainerRun,
     Expect,
     LinkExpect,
     Location,
     NetworkCreate,
     Probe,
+    Refused,
     RouterAddress,
     Scenario,
     Step,
     Topology,
+    ifname_error,
 )
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "scenarios" / "schema.json"
 LINK_KINDS = ("veth", "macvlan", "ipvlan", "vlan", "dummy", "bridge")
 _PROBE = re.compile(r"^\s*(\S+)\s*->\s*(\S+)\s*$")
+
+MAX_FILE_BYTES = 1 << 20  # 1 MiB; the largest shipped scenario is under 3 KB
+MAX_DEPTH = 32  # nesting of YAML collections, aliases expanded; a scenario needs 5
+MAX_ALIASES = 64  # uses of `*anchor`; a scenario needs none
+MAX_NODES = 200_000  # YAML nodes with every alias expanded (what the schema check walks)
+MAX_MESSAGE = 400  # characters of a schema message (it quotes the offending value)
 
 
 @lru_cache(maxsize=1)
@@ -45,17 +64,119 @@ def schema() -> dict[str, Any]:
     return json.loads(SCHEMA_PATH.read_text())
 
 
+def _unreadable(path: Path, exc: OSError) -> ScenarioError:
+    if exc.errno == errno.ELOOP:
+        return ScenarioError("symlink loop: the path resolves to itself (too many levels of symbolic links)", str(path))
+    if exc.errno == errno.ENOENT:
+        what = f"dangling symlink to {os.readlink(path)}" if path.is_symlink() else "no such file or directory"
+        return ScenarioError(what, str(path))
+    return ScenarioError(f"cannot read: {exc.strerror or exc}", str(path))
+
+
 def find_scenarios(paths: Iterable[str | Path]) -> list[Path]:
     found: set[Path] = set()
     for p in map(Path, paths):
-        if p.is_dir():
-            found.update(q for q in p.rglob("*.yaml") if q.is_file())
-            found.update(q for q in p.rglob("*.yml") if q.is_file())
-        elif p.is_file():
-            found.add(p)
+        try:
+            mode = p.stat().st_mode
+        except OSError as exc:
+            raise _unreadable(p, exc) from None
+        if stat.S_ISDIR(mode):
+            for q in p.rglob("*"):
+                # A broken or looping symlink named *.yaml is reported by load_scenario, not skipped.
+                if q.suffix in (".yaml", ".yml") and (q.is_file() or (q.is_symlink() and not q.exists())):
+                    found.add(q)
         else:
-            raise ScenarioError("no such file or directory", str(p))
+            found.add(p)
     return sorted(found)
+
+
+class _LimitError(MarkedYAMLError):
+    """A YAML document the loader refuses to expand (too deep, too many aliases or nodes)."""
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with bounds: nesting depth and alias uses counted while composing."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise _LimitError(None, None, f"more than {MAX_ALIASES} YAML aliases (*name); "
+                                              "a scenario needs none", self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _LimitError(None, None, f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+_STR = "tag:yaml.org,2002:str"
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+def _check_tree(root: yaml.Node) -> None:
+    """Keys unique and strings; the tree, aliases expanded, within MAX_DEPTH and MAX_NODES; no cycles.
+
+    Walks in document order, so an alias's target is complete (memoized) before the alias is reached,
+    and the walk's own recursion stays within the composed depth.
+    """
+    size: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded nodes, expanded depth)
+    open_: set[int] = set()
+    total = 0
+
+    def walk(node: yaml.Node) -> tuple[int, int]:
+        nonlocal total
+        key = id(node)
+        if key in size:
+            n, d = size[key]
+            total += n
+            if total > MAX_NODES:
+                raise _LimitError(None, None, f"the document expands to more than {MAX_NODES} nodes "
+                                              "(YAML aliases)", node.start_mark)
+            return n, d
+        if key in open_:
+            raise _LimitError(None, None, "a YAML alias refers to the collection that contains it", node.start_mark)
+        open_.add(key)
+        total += 1
+        n, d = 1, 0
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, yaml.Node] = {}
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode) and k.tag == _MERGE:
+                    pass
+                elif not isinstance(k, yaml.ScalarNode) or k.tag != _STR:
+                    shown = k.value if isinstance(k, yaml.ScalarNode) else "a collection"
+                    raise _LimitError(None, None, f"key {shown!r} is not a string (quote it)", k.start_mark)
+                elif k.value in seen:
+                    raise _LimitError(None, None, f"duplicate key {k.value!r} (first on line "
+                                                  f"{seen[k.value].start_mark.line + 1})", k.start_mark)
+                else:
+                    seen[k.value] = k
+                cn, cd = walk(v)
+                n, d = n + cn + 1, max(d, cd)
+        elif isinstance(node, yaml.SequenceNode):
+            for v in node.value:
+                cn, cd = walk(v)
+                n, d = n + cn, max(d, cd)
+        if isinstance(node, yaml.CollectionNode):
+            d += 1
+            if d > MAX_DEPTH:
+                raise _LimitError(None, None, f"nested deeper than {MAX_DEPTH} levels (YAML aliases expanded)",
+                                  node.start_mark)
+        open_.discard(key)
+        size[key] = (n, d)
+        if total > MAX_NODES:
+            raise _LimitError(None, None, f"the document expands to more than {MAX_NODES} nodes", node.start_mark)
+        return n, d
+
+    walk(root)
 
 
 class _Doc:
@@ -63,15 +184,33 @@ class _Doc:
 
     def __init__(self, path: str, text: str):
         self.path = path
+        if len(text) > MAX_FILE_BYTES:
+            raise ScenarioError(f"the file has {len(text)} characters; a scenario file is at most "
+                                f"{MAX_FILE_BYTES} bytes (1 MiB)", path)
+        loader = None
         try:
-            self.root = yaml.compose(text, Loader=yaml.SafeLoader)
+            loader = _Loader(text)  # its reader refuses control characters right away
+            self.root = loader.get_single_node()
+            if self.root is None:
+                raise ScenarioError("the file is empty", path)
+            _check_tree(self.root)
+            self.data = loader.construct_document(self.root)
+        except _LimitError as exc:
+            raise ScenarioError(exc.problem, path, exc.problem_mark.line + 1) from None
+        except yaml.reader.ReaderError as exc:
+            line = text.count("\n", 0, exc.position) + 1
+            raise ScenarioError(f"not valid YAML: character {exc.character!r} at offset {exc.position}: "
+                                f"{exc.reason}", path, line) from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = mark.line + 1 if mark else None
-            raise ScenarioError(f"not valid YAML: {getattr(exc, 'problem', exc)}", path, line) from None
-        if self.root is None:
-            raise ScenarioError("the file is empty", path)
-        self.data = yaml.safe_load(text)
+            what = ", ".join(filter(None, (getattr(exc, "context", None), getattr(exc, "problem", None)))) or str(exc)
+            raise ScenarioError(f"not valid YAML: {what}", path, line) from None
+        except RecursionError:  # a backstop: the limits above keep the composer far from it
+            raise ScenarioError(f"nested too deeply (at most {MAX_DEPTH} levels)", path) from None
+        finally:
+            if loader is not None:
+                loader.dispose()
 
     def node(self, *keys: str | int) -> yaml.Node | None:
         node = self.root
@@ -103,9 +242,21 @@ class _Doc:
 def load_scenario(path: str | Path) -> Scenario:
     path = Path(path)
     try:
-        text = path.read_text()
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise ScenarioError("not a regular file", str(path))
+        with path.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
-        raise ScenarioError(f"cannot read: {exc.strerror}", str(path)) from None
+        raise _unreadable(path, exc) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ScenarioError(f"the file is larger than {MAX_FILE_BYTES} bytes (1 MiB), the limit of a scenario file",
+                            str(path))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ScenarioError(f"not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start} ({exc.reason}); "
+                            "a scenario file is UTF-8 YAML", str(path), line) from None
     return parse_scenario(text, str(path))
 
 
@@ -113,14 +264,9 @@ def parse_scenario(text: str, path: str = "<memory>") -> Scenario:
     doc = _Doc(path, text)
     _validate_schema(doc)
     data = doc.data
-    steps = _steps(doc, data["commands"])
+    steps = _steps(doc, data["commands"], (data.get("expect") or {}).get("error"))
     containers = {s.command.name for s in steps if isinstance(s.command, ContainerRun)}
     expect = _expect(doc, data.get("expect") or {}, containers, steps)
-    if "error" in (data.get("expect") or {}):
-        last = steps[-1]
-        if last.expect_error is not None:
-            raise doc.error("expect.error and the last command's own `error` both name an error", "expect", "error")
-        steps = (*steps[:-1], Step(last.index, last.text, last.command, last.location, data["expect"]["error"]))
     return Scenario(
         name=data["name"],
         source=data["source"],
@@ -139,11 +285,11 @@ def _validate_schema(doc: _Doc) -> None:
         err = errors[0]
         path = list(err.absolute_path)
         where = "/".join(map(str, path)) or "the document"
-        message = err.message
+        message = err.message if len(err.message) <= MAX_MESSAGE else err.message[:MAX_MESSAGE] + "..."
         if err.validator == "additionalProperties":
             # The error belongs to the enclosing mapping; point at the first unexpected key itself.
             allowed = set(err.schema.get("properties", {}))
-            extra = sorted(k for k in err.instance if k not in allowed)
+            extra = sorted(str(k) for k in err.instance if k not in allowed)
             if extra:
                 path.append(extra[0])
             message = f"unknown key: {message}"
@@ -176,8 +322,24 @@ def _topology(doc: _Doc, topo: dict) -> Topology:
             routers.append(RouterAddress(_interface(doc, entry, *key, i)))
         else:
             routers.append(RouterAddress(_interface(doc, entry["address"], *key, i, "address"), entry.get("vlan")))
+    parent = host.get("parent", "eth0")
+    problem = ifname_error(parent) or ("every namespace has its own loopback `lo`" if parent == "lo" else None)
+    if problem:
+        raise doc.error(f"topology/host/parent {parent!r} cannot be an interface name: {problem}",
+                        "topology", "host", "parent")
+    nics = []
+    for i, nic in enumerate(host.get("nics") or []):
+        name = nic["name"]
+        problem = ifname_error(name) or ("every namespace has its own loopback `lo`" if name == "lo" else None)
+        if problem or name == parent or name in (n for n, _ in nics):
+            why = problem or "it is already a NIC of the host"
+            raise doc.error(f"topology/host/nics {name!r} cannot be a NIC name: {why}", "topology", "host", "nics", i)
+        nic_addresses = nic.get("address", [])
+        nic_addresses = [nic_addresses] if isinstance(nic_addresses, str) else nic_addresses
+        nics.append((name, tuple(_interface(doc, a, "topology", "host", "nics", i, "address") for a in nic_addresses)))
     return Topology(
-        host_parent=host.get("parent", "eth0"),
+        host_parent=parent,
+        host_nics=tuple(nics),
         host_addresses=tuple(_interface(doc, a, "topology", "host", "address") for a in addresses),
         router_addresses=tuple(routers),
         router_forwarding=forwarding,
@@ -185,13 +347,19 @@ def _topology(doc: _Doc, topo: dict) -> Topology:
     )
 
 
-def _steps(doc: _Doc, commands: Sequence[Any]) -> tuple[Step, ...]:
+def _steps(doc: _Doc, commands: Sequence[Any], last_error: str | None = None) -> tuple[Step, ...]:
+    """The parsed commands; `last_error` is `expect.error`, the error the last command must end in."""
     texts = []
     for i, entry in enumerate(commands):
         if isinstance(entry, str):
             texts.append((i, entry, None))
         else:
             texts.append((i, entry["command"], entry.get("error")))
+    if last_error is not None:
+        i, text, own = texts[-1]
+        if own is not None:
+            raise doc.error("expect.error and the last command's own `error` both name an error", "expect", "error")
+        texts[-1] = (i, text, last_error)
     # Containers without --name are called c1, c2, ... in order; first learn the names given explicitly.
     explicit: set[str] = set()
     for _, text, _ in texts:
@@ -209,6 +377,12 @@ def _steps(doc: _Doc, commands: Sequence[Any]) -> tuple[Step, ...]:
             cmd = parse_command(text, namer)
         except CLIError as exc:
             raise doc.error(f"{exc} in `{_one_line(text)}`", *keys) from None
+        if isinstance(cmd, Refused) and error is None:
+            # Whether an expected error is this one is judged like any Docker answer (harness.checks).
+            raise doc.error(f"`{cmd.verb}` refuses `{_one_line(text)}`: {cmd.message.strip()}", *keys)
+        if isinstance(cmd, ContainerRun) and cmd.name in RESERVED_NODES:
+            raise doc.error(f"container name {cmd.name!r} is reserved by the harness for "
+                            f"{RESERVED_NODES[cmd.name]}: `{_one_line(text)}`", *keys)
         if isinstance(cmd, NetworkCreate) and cmd.driver not in DRIVERS:
             raise doc.error(
                 f"driver {cmd.driver!r} is not emulated (the harness emulates {' and '.join(DRIVERS)}): "
@@ -263,7 +437,7 @@ def _expect(doc: _Doc, exp: dict, containers: set[str], steps) -> Expect:
         known(node, "expect", "links", node)
         for link, kind in spec.items():
             words = str(kind).split()
-            if words[0] not in (*LINK_KINDS, "absent"):
+            if not words or words[0] not in (*LINK_KINDS, "absent") or len(words) > 2:
                 raise doc.error(f"link kind {kind!r} is not one of {', '.join(LINK_KINDS)} or `absent`",
                                 "expect", "links", node, link)
             links.append(LinkExpect(node, link, None if words[0] == "absent" else words[0],

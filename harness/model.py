@@ -1,14 +1,17 @@
 """The scenario model: frozen dataclasses, no I/O.
 
 A `Scenario` is one documented example: the `Topology` (the Docker host and its upstream network), the
-ordered `Step`s (each a parsed Docker CLI command such as `NetworkCreate` or `ContainerRun`, or a host
-`ip link` command), and the `Expect`ations (`Probe`s that must reach or be isolated, addresses, routes,
-MACs, links). `Location` ties every piece back to its file and line so errors can point at it.
+ordered `Step`s (each a parsed Docker CLI command such as `NetworkCreate` or `ContainerRun`, a host
+`ip link` command, or a `Refused` one), and the `Expect`ations (`Probe`s that must reach or be isolated,
+addresses, routes, MACs, links). `Location` ties every piece back to its file and line so errors can
+point at it. The name rules (`container_name_error`, `ifname_error`, `RESERVED_NODES`) keep every name
+that becomes a namespace or a link one that Docker, the kernel and the harness accept.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Union
 
@@ -37,6 +40,46 @@ class Location:
 NOWHERE = Location("<memory>", 0)
 
 
+# --- names ----------------------------------------------------------------------------------------
+# A container name becomes a namespace name, and a namespace name is a path to pyroute2 and `ip netns`;
+# an interface name goes to the kernel. Both follow the rules of whoever would refuse them first.
+
+# Docker 20.10's rule (moby v20.10.24 daemon/names/names.go RestrictedNameChars, checked in
+# daemon/names.go reserveName after one leading "/" is trimmed). The pattern ends in `+`, so a
+# one-character name is refused too (seen on a real 20.10 engine: `Invalid container name (a), only
+# [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed`).
+CONTAINER_NAME_CHARS = "[a-zA-Z0-9][a-zA-Z0-9_.-]"
+_CONTAINER_NAME = re.compile(f"{CONTAINER_NAME_CHARS}+")
+
+# The harness's own nodes (harness.world): a container of that name would be the same namespace.
+RESERVED_NODES = {"host": "the Docker host's namespace", "rt": "the upstream router's namespace",
+                  "up": "the switch's namespace"}
+
+IFNAMSIZ = 16  # the kernel's limit, with the terminating NUL: at most 15 characters
+
+
+def container_name_error(name: str) -> str | None:
+    """Docker's refusal of `docker run --name NAME`, verbatim, or None when Docker accepts the name."""
+    if _CONTAINER_NAME.fullmatch(name.removeprefix("/")):
+        return None
+    return f"Invalid container name ({name}), only {CONTAINER_NAME_CHARS} are allowed"
+
+
+def ifname_error(name: str) -> str | None:
+    """Why an interface name is refused, or None: the kernel's dev_valid_name (1-15 bytes, no '/', ':' or
+    whitespace, not '.' or '..'), and no unprintable character (the harness prints names)."""
+    if not name:
+        return "it is empty"
+    if len(name.encode()) >= IFNAMSIZ:
+        return f"it is longer than {IFNAMSIZ - 1} bytes"
+    if name in (".", ".."):
+        return f"{name!r} is not a name"
+    bad = next((c for c in name if c in "/:" or c.isspace() or not c.isprintable()), None)
+    if bad is not None:
+        return f"it contains {bad!r}"
+    return None
+
+
 # --- topology -------------------------------------------------------------------------------------
 
 
@@ -54,6 +97,8 @@ class Topology:
 
     host_parent: str = "eth0"
     host_addresses: tuple[IPInterface, ...] = ()
+    # More NICs of the Docker host (`topology.host.nics`): (name, addresses), each a port of the same switch.
+    host_nics: tuple[tuple[str, tuple[IPInterface, ...]], ...] = ()
     router_addresses: tuple[RouterAddress, ...] = ()
     router_forwarding: bool = False  # does the upstream router route between its subnets?
     switch_hairpin: bool = False  # does the switch port of the host reflect frames (needed by VEPA)?
@@ -91,12 +136,42 @@ class NetworkConnect:
     container: str
     ip: str | None = None
     ip6: str | None = None
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class NetworkDisconnect:
     network: str
     container: str
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class NetworkInspect:
+    """`docker network inspect NET...`: prints Docker's JSON; changes nothing."""
+
+    networks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NetworkList:
+    """`docker network ls [-q] [--no-trunc]`: prints Docker's table; changes nothing."""
+
+    quiet: bool = False
+    no_trunc: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerStop:
+    """`docker stop|start|restart NAME...` (`action` says which)."""
+
+    names: tuple[str, ...]
+    action: str = "stop"  # stop | start | restart
+
+
+@dataclass(frozen=True)
+class DaemonRestart:
+    """`systemctl restart docker` (or `service docker restart`): dockerd stops and starts again."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +187,10 @@ class ContainerRun:
     image: str = "alpine"
     command: tuple[str, ...] = ()
     named_by_user: bool = True
+    mac_address: str | None = None
+    hostname: str | None = None
+    restart: str = "no"  # --restart: no | always | unless-stopped
+    networks: tuple[str, ...] = ()  # every --network given (20.10 accepts one)
 
     @property
     def probe(self) -> PingCommand | None:
@@ -130,11 +209,31 @@ class ContainerRemove:
 
 @dataclass(frozen=True)
 class HostLinkAdd:
-    """`ip link add link PARENT name NAME type vlan id N` on the Docker host (a manually created parent)."""
+    """`ip link add link PARENT name NAME type vlan id N` on the Docker host (a manually created parent),
+    or `ip link add NAME link PARENT type macvlan mode M` (the host-side macvlan shim)."""
 
     name: str
     parent: str
-    vlan_id: int
+    vlan_id: int | None = None
+    kind: str = "vlan"  # vlan | macvlan
+    mode: str | None = None  # macvlan mode
+
+
+@dataclass(frozen=True)
+class HostAddressAdd:
+    """`ip addr add CIDR dev NAME` on the Docker host."""
+
+    dev: str
+    address: str
+
+
+@dataclass(frozen=True)
+class HostRouteAdd:
+    """`ip route add DST dev NAME [via GW]` on the Docker host."""
+
+    dst: str
+    dev: str
+    via: str | None = None
 
 
 @dataclass(frozen=True)
@@ -147,17 +246,38 @@ class HostLinkDelete:
     name: str
 
 
+@dataclass(frozen=True)
+class Refused:
+    """A command refused before it changes anything (Docker's name check, iproute2's argument check).
+
+    `message` is the refusal verbatim; the loader keeps such a step only when the scenario expects it.
+    """
+
+    message: str
+    verb: str = ""  # e.g. `docker run`, for messages
+
+
 Command = Union[
+    Refused,
     NetworkCreate,
     NetworkRemove,
     NetworkConnect,
     NetworkDisconnect,
     ContainerRun,
     ContainerRemove,
+    ContainerStop,
+    NetworkInspect,
+    NetworkList,
+    DaemonRestart,
     HostLinkAdd,
     HostLinkUp,
     HostLinkDelete,
+    HostAddressAdd,
+    HostRouteAdd,
 ]
+
+# The commands run on the Docker host itself (`ip ...`), not through Docker.
+HOST_COMMANDS = (HostLinkAdd, HostLinkUp, HostLinkDelete, HostAddressAdd, HostRouteAdd)
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,11 @@ def describe(emulator: DockerState, steps) -> dict:
     for c in emulator.history.values():
         containers.append({
             "name": c.name,
-            "running": c.name in emulator.containers,
+            "running": c.running,
+            "status": getattr(c, "status", "running" if c.running else "exited"),
             "transient": c.transient,
+            **({"network_mode": c.net_mode} if getattr(c, "net_mode", "") else {}),
+            **({"hostname": c.config["hostname"]} if getattr(c, "config", {}).get("hostname") else {}),
             "interfaces": [
                 {"name": ep.ifname, "network": ep.network, "addresses": ep.cidrs(), "mac": ep.mac,
                  "routes": _routes_of(c, ep)}
@@ -42,7 +45,11 @@ def describe(emulator: DockerState, steps) -> dict:
             ],
         })
     errors = [{"command": s.step.index, "text": s.step.text, "error": s.error} for s in steps if s.error]
+    outputs = getattr(emulator, "outputs", {})
+    notes = list(dict.fromkeys(getattr(emulator, "notes", [])))
     return {"networks": networks, "containers": containers, "errors": errors,
+            **({"outputs": {str(k): v for k, v in outputs.items()}} if outputs else {}),
+            **({"notes": notes} if notes else {}),
             "host_links": [{"name": link.name, "kind": link.kind, "parent": link.parent, "vlan_id": link.vlan_id,
                             "created_by": "driver" if link.owner not in ("topology", "user") else link.owner}
                            for link in emulator.host_links.values()]}

@@ -56,7 +56,8 @@ def compile_scenario(scenario: Scenario, profile: str = DEFAULT_PROFILE) -> Comp
                 seen[net.id] = [(pool.subnet, vlan) for pool in net.pools]
     vlans = tuple(entry for entries in seen.values() for entry in entries)
     world = World.of(scenario.topology, vlans)
-    compiled = CompiledScenario(scenario, Plan(scenario.name, emulator.profile.name, world.ops(), tuple(steps)),
+    compiled = CompiledScenario(scenario, Plan(scenario.name, emulator.profile.name, world.ops(), tuple(steps),
+                                               tuple(dict.fromkeys(emulator.notes))),
                                 vlans, emulator)
     with _cache_lock:
         if len(_cache) > 4096:

@@ -38,20 +38,39 @@ class IPAMConfig:
     gateway: IPAddress | None = None
     ip_range: IPNetwork | None = None
     aux: tuple[tuple[str, IPAddress], ...] = ()
+    text: str = ""  # the --subnet as typed (a non-canonical one is shown unmasked by network inspect)
 
 
-def _parse_network(text: str, what: str) -> IPNetwork:
+def go_parse_cidr(text: str) -> IPNetwork:
+    """Go's net.ParseCIDR: the network (host bits masked), or its error text `invalid CIDR address: X`."""
     try:
+        if "/" not in text:
+            raise ValueError
         return ipaddress.ip_network(text, strict=False)
-    except ValueError as exc:
-        raise DockerError(f"invalid {what} {text}: {exc}") from exc
+    except ValueError:
+        raise DockerError(f"invalid CIDR address: {text}") from None
 
 
-def _parse_address(text: str, what: str) -> IPAddress:
+def _go_parse_ip(text: str) -> IPAddress | None:
+    """Go's net.ParseIP: None for a malformed address."""
     try:
         return ipaddress.ip_address(text)
-    except ValueError as exc:
-        raise DockerError(f"invalid {what} {text}: {exc}") from exc
+    except ValueError:
+        return None
+
+
+def _subnet_matches(subnet: str, data: str) -> bool:
+    """The CLI's subnetMatches (docker/cli v20.10.24 cli/command/network/create.go:229-249)."""
+    try:
+        net = go_parse_cidr(subnet)
+    except DockerError as exc:
+        raise DockerError(f"invalid subnet: {exc.message}") from None
+    if "/" in data:
+        go_parse_cidr(data)  # its error, unwrapped
+        ip = ipaddress.ip_interface(data).ip  # Go returns the address as typed, not masked
+    else:
+        ip = _go_parse_ip(data)
+    return ip is not None and ip.version == net.version and ip in net
 
 
 def consolidate_ipam(
@@ -60,49 +79,58 @@ def consolidate_ipam(
     gateways: tuple[str, ...],
     aux: tuple[tuple[str, str], ...],
 ) -> tuple[IPAMConfig, ...]:
-    """The Docker CLI's consolidateIpam: pair ranges, gateways and aux addresses with their subnet."""
+    """The Docker CLI's consolidateIpam (docker/cli v20.10.24 cli/command/network/create.go:133-227): pair
+    ranges, gateways and aux addresses with their subnet, with the CLI's checks in its order and words.
+    A malformed subnet is parsed here only when something is compared with it; alone, the daemon refuses
+    it (`Invalid subnet foo : invalid CIDR address: foo`, moby v20.10.24 daemon/network.go:418-421)."""
     if len(subnets) < len(ranges) or len(subnets) < len(gateways):
         raise DockerError("every ip-range or gateway must have a corresponding subnet")
-    nets = [_parse_network(s, "subnet") for s in subnets]
-    for i, a in enumerate(nets):
-        for b in nets[:i]:
-            if a.version == b.version and (a.subnet_of(b) or b.subnet_of(a)):
+    for i, s in enumerate(subnets):
+        for other in subnets[:i]:
+            if _subnet_matches(s, other) or _subnet_matches(other, s):
                 raise DockerError("multiple overlapping subnet configuration is not supported")
-    gw: dict[int, IPAddress] = {}
-    rng: dict[int, IPNetwork] = {}
-    aux_by: dict[int, list[tuple[str, IPAddress]]] = {i: [] for i in range(len(nets))}
+    gw: dict[int, str] = {}
+    rng: dict[int, str] = {}
+    aux_by: dict[int, list[tuple[str, str]]] = {i: [] for i in range(len(subnets))}
     for r in ranges:
-        rnet = _parse_network(r, "ip-range")
-        matches = [i for i, n in enumerate(nets) if n.version == rnet.version and rnet.subnet_of(n)]
-        if not matches:
+        matched = False
+        for i, s in enumerate(subnets):
+            if _subnet_matches(s, r):
+                if i in rng:
+                    raise DockerError(f"cannot configure multiple ranges ({r}, {rng[i]}) on the same subnet ({s})")
+                rng[i] = r
+                matched = True
+        if not matched:
             raise DockerError(f"no matching subnet for range {r}")
-        for i in matches:
-            if i in rng:
-                raise DockerError(
-                    f"cannot configure multiple ranges ({r}, {rng[i]}) on the same subnet ({subnets[i]})"
-                )
-            rng[i] = rnet
     for g in gateways:
-        ip = _parse_address(g, "gateway")
-        matches = [i for i, n in enumerate(nets) if ip in n]
-        if not matches:
+        matched = False
+        for i, s in enumerate(subnets):
+            if _subnet_matches(s, g):
+                if i in gw:
+                    raise DockerError(f"cannot configure multiple gateways ({g}, {gw[i]}) for the same subnet ({s})")
+                gw[i] = g
+                matched = True
+        if not matched:
             raise DockerError(f"no matching subnet for gateway {g}")
-        for i in matches:
-            if i in gw:
-                raise DockerError(
-                    f"cannot configure multiple gateways ({g}, {gw[i]}) for the same subnet ({subnets[i]})"
-                )
-            gw[i] = ip
     for name, value in aux:
-        ip = _parse_address(value, "aux-address")
-        matches = [i for i, n in enumerate(nets) if ip in n]
-        if not matches:
+        matched = False
+        for i, s in enumerate(subnets):
+            if _subnet_matches(s, value):
+                aux_by[i].append((name, value))
+                matched = True
+        if not matched:
             raise DockerError(f"no matching subnet for aux-address {value}")
-        for i in matches:
-            aux_by[i].append((name, ip))
-    return tuple(
-        IPAMConfig(subnet=n, gateway=gw.get(i), ip_range=rng.get(i), aux=tuple(aux_by[i])) for i, n in enumerate(nets)
-    )
+    out = []
+    for i, s in enumerate(subnets):
+        try:
+            net = go_parse_cidr(s)
+        except DockerError as exc:
+            raise DockerError(f"Invalid subnet {s} : {exc.message}") from None
+        out.append(IPAMConfig(
+            subnet=net, gateway=ipaddress.ip_address(gw[i]) if i in gw else None,
+            ip_range=go_parse_cidr(rng[i]) if i in rng else None,
+            aux=tuple((n, ipaddress.ip_address(v)) for n, v in aux_by[i]), text=s))
+    return tuple(out)
 
 
 @dataclass
@@ -113,13 +141,16 @@ class Pool:
     ip_range: IPNetwork | None = None
     gateway: IPAddress | None = None
     aux: dict[str, IPAddress] = field(default_factory=dict)
-    allocated: set[int] = field(default_factory=set)
+    allocated: set[int] = field(default_factory=set)  # shared by the networks of one subnet (see AddressSpace)
+    rfc3021: bool = False  # moby 28+: a /31 (and /32) reserves neither network nor broadcast address
 
     def __post_init__(self) -> None:
-        # libnetwork reserves ordinal 0 in both families (so a bridge starts at ...1) and the IPv4 broadcast.
-        self.allocated.add(0)
-        if self.subnet.version == 4 and self.subnet.num_addresses > 1:
-            self.allocated.add(self.subnet.num_addresses - 1)
+        # libnetwork reserves ordinal 0 in both families (so a bridge starts at ...1) and the IPv4 broadcast;
+        # moby 28+ not in a /31 or /32 (docker-v29.7.2 ipams/defaultipam/allocator.go:235-253).
+        if self.subnet.version == 6 or not (self.rfc3021 and self.subnet.prefixlen >= 31):
+            self.allocated.add(0)
+            if self.subnet.version == 4 and self.subnet.num_addresses > 1:
+                self.allocated.add(self.subnet.num_addresses - 1)
 
     def _ordinal(self, ip: IPAddress) -> int:
         return int(ip) - int(self.subnet.network_address)
@@ -163,27 +194,66 @@ DEFAULT_POOLS_V4 = tuple(ipaddress.ip_network(f"172.{i}.0.0/16") for i in range(
 
 @dataclass
 class AddressSpace:
-    """libnetwork's local address space: every pool in use, for overlap checks and default pools."""
+    """libnetwork's local address space (moby v20.10.24 libnetwork/ipam/structures.go:261-304
+    updatePoolDBOnAdd): a subnet without --ip-range is refused when it overlaps any pool in use; a subnet
+    with a range is not checked at all (the same subnet may then serve several networks, which share its
+    address bitmap), only the same subnet and range twice is refused. Default pools: 20.10 rotates (the
+    search starts after the last pool handed out, allocator.go:387-448), moby 27+ takes the lowest free."""
 
-    in_use: list[IPNetwork] = field(default_factory=list)
+    masters: dict[IPNetwork, int] = field(default_factory=dict)  # subnet -> pools on it (refcount)
+    children: set[tuple[IPNetwork, IPNetwork]] = field(default_factory=set)  # (subnet, ip-range)
+    bitmaps: dict[IPNetwork, set[int]] = field(default_factory=dict)
+    start_index: int = 0  # 20.10's rotation through the default pools (in memory: 0 after a restart)
+
+    @property
+    def in_use(self) -> list[IPNetwork]:
+        return list(self.masters)
 
     def overlaps(self, subnet: IPNetwork) -> bool:
-        return any(subnet.version == n.version and subnet.overlaps(n) for n in self.in_use)
+        return any(subnet.version == n.version and subnet.overlaps(n) for n in self.masters)
 
-    def reserve(self, subnet: IPNetwork) -> None:
-        if self.overlaps(subnet):
+    def reserve(self, subnet: IPNetwork, ip_range: IPNetwork | None = None) -> set[int]:
+        """Register a pool; returns the subnet's address bitmap (shared between pools of one subnet)."""
+        if ip_range is None:
+            if subnet in self.masters or self.overlaps(subnet):
+                raise DockerError(POOL_OVERLAP)
+        elif (subnet, ip_range) in self.children:
             raise DockerError(POOL_OVERLAP)
-        self.in_use.append(subnet)
+        else:
+            self.children.add((subnet, ip_range))
+        self.masters[subnet] = self.masters.get(subnet, 0) + 1
+        return self.bitmaps.setdefault(subnet, set())
 
-    def release(self, subnet: IPNetwork) -> None:
-        if subnet in self.in_use:
-            self.in_use.remove(subnet)
+    def release(self, subnet: IPNetwork, ip_range: IPNetwork | None = None) -> None:
+        if ip_range is not None:
+            self.children.discard((subnet, ip_range))
+        if subnet in self.masters:
+            self.masters[subnet] -= 1
+            if self.masters[subnet] <= 0:
+                del self.masters[subnet]
+                self.bitmaps.pop(subnet, None)
 
-    def default_v4(self) -> IPNetwork:
-        for candidate in DEFAULT_POOLS_V4:
+    def default_v4(self, rotate: bool = True, exclude: tuple[IPNetwork, ...] = ()) -> IPNetwork:
+        n = len(DEFAULT_POOLS_V4)
+        order = range(self.start_index, self.start_index + n) if rotate else range(n)
+        for i in order:
+            candidate = DEFAULT_POOLS_V4[i % n]
+            if self.overlaps(candidate) or any(candidate.overlaps(x) for x in exclude if x.version == 4):
+                continue
+            if rotate:
+                self.start_index = (i % n + 1) % n
+            return candidate
+        if rotate:
+            raise DockerError("could not find an available, non-overlapping IPv4 address pool among the defaults "
+                              "to assign to the network")
+        raise DockerError("all predefined address pools have been fully subnetted")
+
+    def default_v6(self, base: IPNetwork) -> IPNetwork:
+        """moby 27+: the first free /64 of the host's ULA /48 (docker-v29.7.2 daemon/daemon.go:1718-1758)."""
+        for candidate in base.subnets(new_prefix=64):
             if not self.overlaps(candidate):
                 return candidate
-        raise DockerError("could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network")
+        raise DockerError("all predefined address pools have been fully subnetted")
 
 
 def mac_from_ip(ip: ipaddress.IPv4Address) -> str:

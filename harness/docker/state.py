@@ -31,6 +31,10 @@ class Endpoint:
     gateway4: IPAddress | None = None
     gateway6: IPAddress | None = None
     connected_default: bool = False  # ipvlan l3: "default dev eth0"
+    internal: bool = False  # the network is internal: sorts after the others for the default route
+    aliases: tuple[str, ...] = ()
+    static_ip: str | None = None  # --ip given at run/connect: kept across restarts
+    static_ip6: str | None = None
 
     def cidrs(self) -> list[str]:
         return [f"{ip}/{plen}" for ip, plen in self.addresses]
@@ -52,6 +56,10 @@ class NetworkState:
     user_subnets4: bool
     user_subnets6: bool
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    options: tuple[tuple[str, str], ...] = ()  # -o as given (network inspect's Options)
+    user_internal: bool = False  # --internal as given (network inspect's Internal)
+    ipam_config: tuple[dict, ...] = ()  # the subnets as given (network inspect's IPAM.Config)
+    created_at: int = 0  # seconds after 2026-01-01T00:00:00Z (network inspect's Created)
 
     @property
     def pools(self) -> list[ipam.Pool]:
@@ -66,12 +74,31 @@ class ContainerState:
     transient: bool = False
     ipv6: bool = False
     endpoints: list[Endpoint] = field(default_factory=list)
-    interfaces_made: int = 0  # eth0, eth1, ...: never reused after a disconnect, as in Docker
+    interfaces_made: int = 0  # eth0, eth1, ...: the 20.10 counter, never reused after a disconnect
+    status: str = "running"  # running | exited | created (a start that failed)
+    net_mode: str = ""  # "" (networks), "none", "host" or "container:NAME"
+    config: dict = field(default_factory=dict)  # what `docker run` asked: networks, ip, mac, hostname, restart
+    gateway_score: str = "gw4-1-gw6-2"  # the profile's endpoint ordering (harness.docker.profiles)
 
     def endpoint(self, network: str) -> Endpoint | None:
         return next((e for e in self.endpoints if e.network == network), None)
 
+    def ordered_endpoints(self) -> list[Endpoint]:
+        """libnetwork's sandbox order (moby v20.10.24 libnetwork/sandbox.go:1202-1265 `Less`; docker-v29.7.2
+        daemon/libnetwork/sandbox.go:618-672): non-internal first, then the higher gateway score (20.10:
+        +1 for an IPv4 gateway, +2 for an IPv6 one; 28+: the count of families with a gateway), then the
+        network name (byte order). Priority is 0 for every endpoint the harness creates."""
+        def score(e: Endpoint) -> int:
+            has4, has6 = bool(e.gateway4 or e.connected_default), bool(e.gateway6)
+            if self.gateway_score == "count":
+                return int(has4) + int(has6)
+            return (1 if e.gateway4 else 0) + (2 if e.gateway6 else 0)
+        return sorted(self.endpoints, key=lambda e: (e.internal, -score(e), e.network.encode()))
+
     def gateway_endpoint(self) -> Endpoint | None:
-        """Docker routes by the endpoint whose network name sorts first among those with a gateway."""
-        providing = [e for e in self.endpoints if e.gateway4 or e.gateway6 or e.connected_default]
-        return min(providing, key=lambda e: e.network) if providing else None
+        """The endpoint giving the default route: the first in sandbox order with an IPv4 gateway
+        (libnetwork default_gateway.go getGatewayEndpoint), else one with a static default route (ipvlan l3)."""
+        ordered = self.ordered_endpoints()
+        return (next((e for e in ordered if e.gateway4), None)
+                or next((e for e in ordered if e.connected_default), None)
+                or next((e for e in ordered if e.gateway6), None))

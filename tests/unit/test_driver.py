@@ -125,7 +125,11 @@ def test_hand_made_parent_is_used_as_is_and_never_deleted(name):
     assert emu.vlan_of(name) == 40
 
 
-def test_no_parent_gives_an_internal_dummy_named_after_the_network_id():
+def test_no_parent_gives_a_dummy_named_after_the_network_id_but_not_internal_in_20_10():
+    # moby v20.10.24 libnetwork/drivers/macvlan/macvlan_network.go:52-55 (the dummy only replaces the parent)
+    # and macvlan_joinleave.go:42 (the gateway is set unless --internal); seen on a real 20.10 engine:
+    # `default via 10.8.0.1 dev eth0` in a container of a network without a parent. A dummy link failure is
+    # the bare netlink error (macvlan_setup.go:162-171).
     steps, emu = emulate("""
         - docker network create -d macvlan --subnet=192.168.10.0/24 isolated1
         - docker run --net=isolated1 --name=cid1 -itd alpine /bin/sh
@@ -133,13 +137,26 @@ def test_no_parent_gives_an_internal_dummy_named_after_the_network_id():
     net = emu.networks["isolated1"]
     assert re.fullmatch(r"dm-[0-9a-f]{12}", net.parent)
     assert net.parent == "dm-" + net.id[:12]
-    assert net.internal is True and net.created_parent is True
-    assert steps[0].ops == (AddLink("host", net.parent, "dummy", error_format="failed to create the dummy link: {error}"),
+    assert net.internal is False and net.created_parent is True
+    assert steps[0].ops == (AddLink("host", net.parent, "dummy", error_format="{error}"),
                             SetLink("host", net.parent, up=True))
     ep = emu.containers["cid1"].endpoint("isolated1")
-    assert ep.gateway4 is None
-    assert not ops_of(steps[1], AddRoute)  # no default route out of an internal network
+    assert str(ep.gateway4) == "192.168.10.1"
+    assert ops_of(steps[1], AddRoute) == [AddRoute("cid1", "default", "eth0", gateway="192.168.10.1", family=4)]
     assert ops_of(steps[1], AddLink)[0].parent == net.parent
+
+
+@pytest.mark.parametrize("profile", ["moby-28", "moby-29"])
+def test_no_parent_is_internal_from_moby_28(profile):
+    # docker-v29.7.2 daemon/libnetwork/drivers/macvlan/macvlan_network.go:232-235 (v28.0.0, commit 2f60d15ddf)
+    steps, emu = emulate("""
+        - docker network create -d macvlan --subnet=192.168.10.0/24 isolated1
+        - docker run --net=isolated1 --name=cid1 -itd alpine /bin/sh
+    """, profile)
+    assert emu.networks["isolated1"].internal is True
+    assert emu.networks["isolated1"].pools4[0].gateway is None  # 28: no gateway for internal; 29: never
+    assert not ops_of(steps[1], AddRoute)
+    assert emu.containers["cid1"].endpoints[0].cidrs() == ["192.168.10.1/24"]
 
 
 def test_ipvlan_dummy_parent_is_di():
@@ -151,14 +168,18 @@ def test_ipvlan_dummy_parent_is_di():
     assert ops_of(steps[0], AddLink)[0].kind == "dummy"
 
 
-def test_internal_with_a_parent_still_gets_a_dummy():
+def test_internal_with_a_parent_keeps_the_parent_and_only_drops_the_default_route():
+    # moby v20.10.24 libnetwork/drivers/macvlan/macvlan_network.go:52-55, 188-192; seen on a real 20.10
+    # engine: `--internal -o parent=eth0` keeps eth0 (no dummy), the container gets .2 and no default route.
     steps, emu = emulate("""
-        - docker network create -d macvlan --internal --subnet=192.168.11.0/24 --gateway=192.168.11.1 -o parent=eth0 inside
+        - docker network create -d macvlan --internal --subnet=192.168.11.0/24 -o parent=eth0 inside
         - docker run --net=inside -itd alpine /bin/sh
     """)
     net = emu.networks["inside"]
-    assert net.parent == "dm-" + net.id[:12]
+    assert net.parent == "eth0" and not ops_of(steps[0], AddLink)
     assert net.internal is True
+    assert emu.containers["c1"].endpoints[0].cidrs() == ["192.168.11.2/24"]
+    assert ops_of(steps[1], AddLink)[0].parent == "eth0"
     assert not ops_of(steps[1], AddRoute)
 
 
@@ -261,12 +282,12 @@ def test_interface_names_are_not_reused_after_disconnect():
         - {PUB_NET}
         - docker network create -d macvlan --subnet=192.168.50.0/24 --gateway=192.168.50.1 -o parent=eth0.50 b
         - docker network create -d macvlan --subnet=192.168.60.0/24 --gateway=192.168.60.1 -o parent=eth0.60 c
-        - docker run --net=pub_net --name x -itd alpine /bin/sh
-        - docker network connect b x
-        - docker network disconnect pub_net x
-        - docker network connect c x
+        - docker run --net=pub_net --name xx -itd alpine /bin/sh
+        - docker network connect b xx
+        - docker network disconnect pub_net xx
+        - docker network connect c xx
     """)
-    names = [e.ifname for e in emu.containers["x"].endpoints]
+    names = [e.ifname for e in emu.containers["xx"].endpoints]
     assert len(set(names)) == len(names), names
 
 
@@ -274,27 +295,27 @@ def test_connecting_a_network_whose_name_sorts_first_moves_the_default_route():
     s = scenario("""
         - docker network create -d macvlan --subnet=172.16.86.0/24 --gateway=172.16.86.1 -o parent=eth0 zeta
         - docker network create -d macvlan --subnet=192.168.50.0/24 --gateway=192.168.50.1 -o parent=eth0.50 alpha
-        - docker run --net=zeta --name c -itd alpine /bin/sh
-        - docker network connect alpha c
+        - docker run --net=zeta --name cc -itd alpine /bin/sh
+        - docker network connect alpha cc
     """)
     plan, emu = _compile(s)
     routes = {i["name"]: i["routes"] for i in describe(emu, plan.steps)["containers"][0]["interfaces"]}
     assert "default via 192.168.50.1 dev eth1" in routes["eth1"]
     assert not any(r.startswith("default") for r in routes["eth0"])
-    expected = Oracle(emu, world_of(s)).expected_state(emu.containers["c"])
-    assert Fact("route", "c", "eth1", "default via 192.168.50.1 dev eth1") in expected
+    expected = Oracle(emu, world_of(s)).expected_state(emu.containers["cc"])
+    assert Fact("route", "cc", "eth1", "default via 192.168.50.1 dev eth1") in expected
 
 
 def test_ipvlan_l3_routes_default_by_device_without_a_gateway():
     steps, emu = emulate("""
         - docker network create -d ipvlan --subnet=192.168.214.0/24 --subnet=10.1.214.0/24 -o parent=eth0 -o ipvlan_mode=l3 ipnet210
-        - docker run --net=ipnet210 --ip=192.168.214.10 --name a -itd alpine /bin/sh
+        - docker run --net=ipnet210 --ip=192.168.214.10 --name aa -itd alpine /bin/sh
     """)
     net = emu.networks["ipnet210"]
-    assert (net.driver, net.mode, net.flag) == ("ipvlan", "l3", "bridge")
-    ep = emu.containers["a"].endpoints[0]
+    assert (net.driver, net.mode, net.flag) == ("ipvlan", "l3", None)  # 20.10 has no ipvlan_flag
+    ep = emu.containers["aa"].endpoints[0]
     assert ep.gateway4 is None and ep.connected_default is True
-    assert ops_of(steps[1], AddRoute) == [AddRoute("a", "default", "eth0", family=4)]
+    assert ops_of(steps[1], AddRoute) == [AddRoute("aa", "default", "eth0", family=4)]
     assert ops_of(steps[1], AddLink)[0].mode == "l3"
     assert ep.mac is None  # ipvlan children share the parent's MAC
     assert not [op for op in steps[1].ops if isinstance(op, SetLink) and op.mac]
@@ -305,30 +326,30 @@ def test_dual_stack_addresses_are_added_without_dad_and_ipv6_stays_enabled():
     # link-local fe80::42:c0ff:fea8:d802, default via ::10; the next container gets ::2.
     steps, emu = emulate("""
         - docker network create -d macvlan --subnet=192.168.216.0/24 --subnet=192.168.218.0/24 --gateway=192.168.216.1 --gateway=192.168.218.1 --ipv6 --subnet=2001:db8:abc8::/64 --gateway=2001:db8:abc8::10 -o parent=eth0.218 macvlan216
-        - docker run --net=macvlan216 --name a -itd alpine /bin/sh
-        - docker run --net=macvlan216 --name b -itd alpine /bin/sh
+        - docker run --net=macvlan216 --name aa -itd alpine /bin/sh
+        - docker run --net=macvlan216 --name bb -itd alpine /bin/sh
     """)
     run = steps[1]
-    assert AddAddress("a", "eth0", "2001:db8:abc8::1/64", nodad=True) in run.ops
-    assert AddAddress("a", "eth0", "192.168.216.2/24", nodad=True) in run.ops
-    assert "nodad" in render(AddAddress("a", "eth0", "2001:db8:abc8::1/64"))[0]
+    assert AddAddress("aa", "eth0", "2001:db8:abc8::1/64", nodad=True) in run.ops
+    assert AddAddress("aa", "eth0", "192.168.216.2/24", nodad=True) in run.ops
+    assert "nodad" in render(AddAddress("aa", "eth0", "2001:db8:abc8::1/64"))[0]
     assert not ops_of(run, SetSysctl)
-    assert AddRoute("a", "default", "eth0", gateway="2001:db8:abc8::10", family=6) in run.ops
-    assert AddRoute("a", "default", "eth0", gateway="192.168.216.1", family=4) in run.ops
-    a = emu.containers["a"].endpoints[0]
+    assert AddRoute("aa", "default", "eth0", gateway="2001:db8:abc8::10", family=6) in run.ops
+    assert AddRoute("aa", "default", "eth0", gateway="192.168.216.1", family=4) in run.ops
+    a = emu.containers["aa"].endpoints[0]
     assert a.mac == "02:42:c0:a8:d8:02"
     assert link_local_from_mac(a.mac) == ipaddress.ip_address("fe80::42:c0ff:fea8:d802")
-    assert emu.containers["b"].endpoints[0].cidrs() == ["192.168.216.3/24", "2001:db8:abc8::2/64"]
+    assert emu.containers["bb"].endpoints[0].cidrs() == ["192.168.216.3/24", "2001:db8:abc8::2/64"]
 
 
 def test_ipv6_only_network_gets_a_default_ipv4_pool():
     steps, emu = emulate("""
         - docker network create -d macvlan --ipv6 --subnet=2001:db8:abc9::/64 -o parent=eth0 v6only
-        - docker run --net=v6only --name a -itd alpine /bin/sh
+        - docker run --net=v6only --name aa -itd alpine /bin/sh
     """)
     net = emu.networks["v6only"]
     assert [str(p.subnet) for p in net.pools] == ["172.18.0.0/16", "2001:db8:abc9::/64"]
-    assert emu.containers["a"].endpoints[0].cidrs() == ["172.18.0.2/16", "2001:db8:abc9::2/64"]
+    assert emu.containers["aa"].endpoints[0].cidrs() == ["172.18.0.2/16", "2001:db8:abc9::2/64"]
 
 
 def test_connecting_twice_to_one_network():
@@ -352,9 +373,9 @@ def test_ip6_on_a_network_without_an_ipv6_subnet():
 def test_ipv6_without_gateway_makes_1_the_gateway():
     steps, emu = emulate("""
         - docker network create -d macvlan --subnet=192.168.216.0/24 --ipv6 --subnet=fd00:216::/64 -o parent=eth0 v6
-        - docker run --net=v6 --name a -itd alpine /bin/sh
+        - docker run --net=v6 --name aa -itd alpine /bin/sh
     """)
-    ep = emu.containers["a"].endpoints[0]
+    ep = emu.containers["aa"].endpoints[0]
     assert ep.cidrs() == ["192.168.216.2/24", "fd00:216::2/64"]
     assert ep.gateway6 == ipaddress.ip_address("fd00:216::1")
 
@@ -363,13 +384,13 @@ def test_containers_on_a_network_without_ipv6_get_it_disabled_and_connect_reenab
     steps, emu = emulate(f"""
         - {PUB_NET}
         - docker network create -d macvlan --subnet=192.168.216.0/24 --ipv6 --subnet=fd00:216::/64 -o parent=eth0.216 v6
-        - docker run --net=pub_net --name a -itd alpine /bin/sh
-        - docker network connect v6 a
+        - docker run --net=pub_net --name aa -itd alpine /bin/sh
+        - docker network connect v6 aa
     """)
-    assert ops_of(steps[2], SetSysctl) == [SetSysctl("a", "net.ipv6.conf.all.disable_ipv6", "1"),
-                                          SetSysctl("a", "net.ipv6.conf.default.disable_ipv6", "1")]
-    assert ops_of(steps[3], SetSysctl) == [SetSysctl("a", "net.ipv6.conf.all.disable_ipv6", "0"),
-                                          SetSysctl("a", "net.ipv6.conf.default.disable_ipv6", "0")]
+    assert ops_of(steps[2], SetSysctl) == [SetSysctl("aa", "net.ipv6.conf.all.disable_ipv6", "1"),
+                                          SetSysctl("aa", "net.ipv6.conf.default.disable_ipv6", "1")]
+    assert ops_of(steps[3], SetSysctl) == [SetSysctl("aa", "net.ipv6.conf.all.disable_ipv6", "0"),
+                                          SetSysctl("aa", "net.ipv6.conf.default.disable_ipv6", "0")]
 
 
 def test_transient_ping_is_a_reach_check_cleaned_up_and_its_address_reused():
@@ -470,8 +491,8 @@ ERRORS = [
      - docker network create -d ipvlan --subnet=172.16.86.0/24 -o parent=eth0 -o ipvlan_mode=l4 bad_mode
      """, "requested ipvlan mode 'l4' is not valid, 'l2' mode is the ipvlan driver default"),
     ("""
-     - docker network create -d ipvlan --subnet=172.16.86.0/24 -o parent=eth0 -o ipvlan_flag=foo bad_flag
-     """, "requested ipvlan flag 'foo' is not valid, 'bridge' is the ipvlan driver default"),
+     - docker network create -d ipvlan --subnet=172.16.86.0/24 -o parent=eth0 -o ipvlan_mode=l3s l3s
+     """, "requested ipvlan mode 'l3s' is not valid, 'l2' mode is the ipvlan driver default"),  # 20.10: no l3s
     ("""
      - docker network create -d macvlan --subnet=172.16.86.0/24 -o parent=lo loop
      """, "loopback interface is not a valid macvlan parent link"),
@@ -487,7 +508,7 @@ ERRORS = [
      """, "invalid subinterface vlan name nosuchif0, example formatting is eth0.10"),
     ("""
      - docker network create -d macvlan --subnet=172.16.86.0/24 -o parent=nosuchif0.10 nosuch
-     """, "-o parent interface was not found on the host: nosuchif0"),
+     """, "-o parent interface does was not found on the host: nosuchif0"),  # 20.10's own typo
     ("""
      - docker network create -d macvlan --subnet=172.16.86.0/24 -o parent=eth0.ten bad
      """, "unable to parse a valid vlan id from: ten (ex. eth0.10 for vlan 10)"),
@@ -516,6 +537,32 @@ ERRORS = [
      - {PUB_NET}
      - docker network disconnect pub_net ghost
      """, "No such container: ghost"),
+    # Seen on a real Docker 20.10 engine (harness run --backend docker), each with its moby/cli v20.10.24 source:
+    ("""
+     - docker network create -d macvlan --subnet 10.9.0.0/24 --gateway 10.9.0.0 -o parent=eth0 g1
+     """, "failed to allocate gateway (10.9.0.0): Address already in use"),  # libnetwork/network.go:1663-1669
+    ("""
+     - docker network create -d macvlan --subnet 10.30.0.0/31 -o parent=eth0 s31
+     """, "failed to allocate gateway (): No available addresses on this pool"),
+    ("""
+     - docker network create -d macvlan --subnet 10.9.0.0/24 -o parent=a.b.c g3
+     """, "required interface name format is: name.vlan_id, ex. eth0.10 for vlan 10, instead received a.b.c"),
+    ("""
+     - docker network create -d macvlan --subnet 10.9.0.0/24 --gateway 10.9.0.300 -o parent=eth0 g4
+     """, "no matching subnet for gateway 10.9.0.300"),  # cli create.go:181-200,229-249
+    ("""
+     - docker network create -d macvlan --subnet foo -o parent=eth0 g5
+     """, "Invalid subnet foo : invalid CIDR address: foo"),  # daemon/network.go:418-421
+    ("""
+     - docker network create -d macvlan --subnet foo --gateway 10.0.0.1 -o parent=eth0 g6
+     """, "invalid subnet: invalid CIDR address: foo"),  # cli create.go:234-237
+    (f"""
+     - {PUB_NET}
+     - docker run --net=pub_net --ip 2001:db8::5 --name x1 -itd alpine /bin/sh
+     """, "invalid IPv4 address: 2001:db8::5"),  # daemon/create.go:347-358
+    ("""
+     - docker rm nosuch
+     """, "Error: No such container: nosuch"),  # client/errors.go:58-59
 ]
 
 
@@ -583,10 +630,10 @@ def test_a_removed_containers_name_can_be_reused():
 def test_an_exited_container_without_rm_keeps_its_name():
     steps, emu = emulate(f"""
         - {PUB_NET}
-        - docker run --net=pub_net --name p alpine ping -c 1 172.16.86.1
-        - docker run --net=pub_net --name p -itd alpine /bin/sh
+        - docker run --net=pub_net --name pp alpine ping -c 1 172.16.86.1
+        - docker run --net=pub_net --name pp -itd alpine /bin/sh
     """)
-    assert steps[2].error is not None and steps[2].error.startswith('Conflict. The container name "/p"')
+    assert steps[2].error is not None and steps[2].error.startswith('Conflict. The container name "/pp"')
 
 
 def test_removing_a_running_container_needs_force():
@@ -616,7 +663,7 @@ def state(emu: DockerEmulator):
     "docker network create -d macvlan --subnet=10.5.0.0/24 --gateway=10.5.0.1 -o parent=eth0.5 -o macvlan_mode=foo bad",
     "docker network create -d macvlan --subnet=10.5.0.0/24 -o parent=eth0 second_on_eth0",
     "docker network create -d macvlan --subnet=10.5.0.0/24 -o parent=nosuch0.5 missing_lower",
-    "docker run --net=pub_net --ip=10.99.0.5 -itd alpine /bin/sh",
+    "docker run --net=pub_net --ip=2001:db8::5 -itd alpine /bin/sh",
     "docker run --net=pub_net --name c1 -itd alpine /bin/sh",
     "docker network connect pub_net ghost",
 ])
@@ -678,37 +725,37 @@ def test_snapshot_and_restore_roll_back_a_successful_command():
 def test_default_profile_allocates_a_gateway_ip_mac_and_one_network_per_parent():
     steps, emu = emulate("""
         - docker network create -d macvlan --subnet=172.16.86.0/24 -o parent=eth0 a
-        - docker run --net=a --name x -itd alpine /bin/sh
+        - docker run --net=a --name xx -itd alpine /bin/sh
         - docker network create -d macvlan --subnet=10.9.0.0/24 -o parent=eth0 b
     """)
-    ep = emu.containers["x"].endpoints[0]
+    ep = emu.containers["xx"].endpoints[0]
     assert emu.networks["a"].pools4[0].gateway == ipaddress.ip_address("172.16.86.1")
     assert ep.cidrs() == ["172.16.86.2/24"] and ep.mac == "02:42:ac:10:56:02"
-    assert AddRoute("x", "default", "eth0", gateway="172.16.86.1", family=4) in steps[1].ops
+    assert AddRoute("xx", "default", "eth0", gateway="172.16.86.1", family=4) in steps[1].ops
     assert steps[2].error is not None and "is already using parent interface eth0" in steps[2].error
 
 
 def test_moby29_allocates_no_gateway_unless_given():
     steps, emu = emulate("""
         - docker network create -d macvlan --subnet=172.16.86.0/24 -o parent=eth0 a
-        - docker run --net=a --name x -itd alpine /bin/sh
+        - docker run --net=a --name xx -itd alpine /bin/sh
         - docker network create -d macvlan --subnet=10.9.0.0/24 --gateway=10.9.0.254 -o parent=eth0.9 b
-        - docker run --net=b --name y -itd alpine /bin/sh
+        - docker run --net=b --name yy -itd alpine /bin/sh
     """, profile="moby-29")
     assert emu.networks["a"].pools4[0].gateway is None
-    x = emu.containers["x"].endpoints[0]
+    x = emu.containers["xx"].endpoints[0]
     assert x.cidrs() == ["172.16.86.1/24"] and x.gateway4 is None
     assert not ops_of(steps[1], AddRoute)
-    assert AddRoute("y", "default", "eth0", gateway="10.9.0.254", family=4) in steps[3].ops
+    assert AddRoute("yy", "default", "eth0", gateway="10.9.0.254", family=4) in steps[3].ops
 
 
 def test_moby29_gives_random_locally_administered_unicast_macs():
     steps, emu = emulate("""
         - docker network create -d macvlan --subnet=172.16.86.0/24 -o parent=eth0 a
-        - docker run --net=a --name x -itd alpine /bin/sh
-        - docker run --net=a --name y -itd alpine /bin/sh
+        - docker run --net=a --name xx -itd alpine /bin/sh
+        - docker run --net=a --name yy -itd alpine /bin/sh
     """, profile="moby-29")
-    macs = [emu.containers[n].endpoints[0].mac for n in ("x", "y")]
+    macs = [emu.containers[n].endpoints[0].mac for n in ("xx", "yy")]
     for mac in macs:
         assert re.fullmatch(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", mac)
         first = int(mac[:2], 16)
@@ -745,5 +792,5 @@ def test_moby29_keeps_a_shared_parent_until_its_last_network_is_removed():
 def test_unknown_profile_lists_the_valid_ones():
     from harness.errors import HarnessError
 
-    with pytest.raises(HarnessError, match="valid profiles: docker-20.10, moby-29"):
+    with pytest.raises(HarnessError, match="valid profiles: docker-20.10, moby-27, moby-28, moby-29"):
         DockerEmulator(scenario(f"- {PUB_NET}"), "docker-99")

@@ -220,10 +220,10 @@ def test_after_a_refusal_later_commands_see_the_state_docker_really_has():
         topology: {host: {parent: eth0, address: 172.16.86.250/24}, router: [172.16.86.1/24]}
         commands:
           - docker network create -d macvlan --subnet=172.16.86.0/24 --gateway=172.16.86.1 -o parent=eth0 n
-          - command: docker run --net=n --name a -itd alpine /bin/sh
+          - command: docker run --net=n --name aa -itd alpine /bin/sh
             error: "failed to create the macvlan port: operation not supported"
-          - docker run --net=n --name b -itd alpine /bin/sh
-        expect: {addresses: {b: [172.16.86.2/24]}, matrix: false}
+          - docker run --net=n --name bb -itd alpine /bin/sh
+        expect: {addresses: {bb: [172.16.86.2/24]}, matrix: false}
     """))
     refused = []
 
@@ -235,9 +235,9 @@ def test_after_a_refusal_later_commands_see_the_state_docker_really_has():
 
     kernel = FakeKernel(ping=lambda src, dst: True, refuse=refuse_first_child)
     result = Engine(FakeBackend(kernel)).run(scenario)
-    # The compile assumed a got .2 and b .3; after the refusal, Docker freed .2 and gives it to b.
+    # The compile assumed aa got .2 and bb .3; after the refusal, Docker freed .2 and gives it to bb.
     assert result.status == PASS, result.failure_report()
-    assert ("eth0", "172.16.86.2/24") in kernel.nodes["b"]["addrs"]
+    assert ("eth0", "172.16.86.2/24") in kernel.nodes["bb"]["addrs"]
 
 
 def test_a_kernel_that_answers_every_ping_fails_the_isolation_checks():

@@ -217,9 +217,44 @@ def test_families_do_not_overlap():
 def test_default_pool_is_172_18_when_docker0_holds_172_17():
     space = AddressSpace()
     space.reserve(net("172.17.0.0/16"))
-    assert space.default_v4() == net("172.18.0.0/16")
-    space.reserve(space.default_v4())
+    first = space.default_v4()
+    assert first == net("172.18.0.0/16")
+    space.reserve(first)
     assert space.default_v4() == net("172.19.0.0/16")
+
+
+def test_20_10_default_pools_rotate_a_freed_pool_is_not_reused():
+    # moby v20.10.24 libnetwork/ipam/allocator.go:387-448 (getPredefineds, updateStartIndex); seen on a real
+    # 20.10 engine: create (172.18), rm, create again -> 172.19.0.0/16.
+    space = AddressSpace()
+    space.reserve(net("172.17.0.0/16"))
+    first = space.default_v4()
+    space.reserve(first)
+    space.release(first)
+    assert space.default_v4() == net("172.19.0.0/16")
+
+
+def test_moby_27_default_pools_are_first_fit():
+    # docker-v29.7.2 daemon/libnetwork/ipams/defaultipam/address_space.go:136-302
+    space = AddressSpace()
+    space.reserve(net("172.17.0.0/16"))
+    first = space.default_v4(rotate=False)
+    space.reserve(first)
+    space.release(first)
+    assert space.default_v4(rotate=False) == net("172.18.0.0/16")
+
+
+def test_the_same_subnet_twice_is_allowed_with_an_ip_range_and_shares_the_bitmap():
+    # moby v20.10.24 libnetwork/ipam/structures.go:261-304 updatePoolDBOnAdd: no overlap check for a pool with
+    # a range; seen on a real 20.10 engine (a second network on 10.9.0.0/24 with --ip-range 10.9.0.128/25).
+    space = AddressSpace()
+    a = space.reserve(net("10.9.0.0/24"))
+    b = space.reserve(net("10.9.0.0/24"), net("10.9.0.128/25"))
+    assert a is b
+    with pytest.raises(DockerError, match="Pool overlaps"):
+        space.reserve(net("10.9.0.0/24"), net("10.9.0.128/25"))
+    with pytest.raises(DockerError, match="Pool overlaps"):
+        space.reserve(net("10.9.0.0/24"))
 
 
 def test_default_pools_skip_a_user_subnet_inside_them():

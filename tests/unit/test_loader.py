@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import shlex
 import textwrap
+import time
 from pathlib import Path
 
 import jsonschema
@@ -13,7 +15,7 @@ import yaml
 
 from harness.errors import ScenarioError
 from harness.loader import SCHEMA_PATH, find_scenarios, load_scenario, parse_scenario
-from harness.model import ContainerRun, HostLinkAdd, NetworkCreate, Probe, RouterAddress
+from harness.model import ContainerRun, HostLinkAdd, NetworkCreate, Probe, Refused, RouterAddress
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 SCENARIO_FILES = sorted(SCENARIOS.glob("*.yaml"))
@@ -435,4 +437,194 @@ def test_load_scenario_names_an_unreadable_file(tmp_path):
     with pytest.raises(ScenarioError) as exc:
         load_scenario(tmp_path / "missing.yaml")
     assert exc.value.file == str(tmp_path / "missing.yaml")
-    assert "cannot read" in str(exc.value)
+    assert "no such file or directory" in str(exc.value)
+    (tmp_path / "dir.yaml").mkdir()
+    with pytest.raises(ScenarioError, match="not a regular file"):
+        load_scenario(tmp_path / "dir.yaml")
+
+
+# --- issue #10: bad input is a ScenarioError with file:line, never a traceback ------------------------------
+
+
+def load_bytes(tmp_path, data: bytes, name: str = "bad.yaml") -> ScenarioError:
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(ScenarioError) as exc:
+        load_scenario(path)
+    assert exc.value.file == str(path)
+    return exc.value
+
+
+def test_non_utf8_bytes_name_the_byte_its_offset_and_line(tmp_path):
+    err = load_bytes(tmp_path, b"name: t\nsource: s\n# caf\xe9\ncommands: [docker network rm x]\n")
+    assert err.line == 3
+    assert "not UTF-8 text: byte 0xe9 at offset 23" in err.reason
+
+
+def test_a_binary_file_is_not_utf8(tmp_path):
+    err = load_bytes(tmp_path, bytes(range(256)))
+    assert err.line == 2 and "not UTF-8 text: byte 0x80 at offset 128" in err.reason
+
+
+def test_a_nul_character_is_refused_with_its_line():
+    err = error_of("name: t\nsource: s\x00\ncommands: [docker network rm x]\n")
+    assert err.line == 2 and "special characters are not allowed" in err.reason
+
+
+def test_a_file_over_1_mib_is_refused_before_it_is_parsed(tmp_path):
+    err = load_bytes(tmp_path, b"name: t\n" + b"#" * (1 << 20))
+    assert "larger than 1048576 bytes" in err.reason
+
+
+@pytest.mark.parametrize("opening, closing", [("[", "]"), ("{a: ", "}")])
+def test_deep_nesting_is_refused_not_a_recursion_error(opening, closing):
+    err = error_of("name: t\nsource: s\ncommands: [docker network rm x]\ndescription: "
+                   + opening * 5000 + "x" + closing * 5000 + "\n")
+    assert err.line == 4 and "nested deeper than 32 levels" in err.reason
+
+
+def test_an_alias_bomb_is_refused_quickly():
+    bomb = "name: t\nsource: s\ncommands: [docker network rm x]\na0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]\n" for i in range(1, 10))
+    assert len(bomb) < 1500
+    started = time.monotonic()
+    err = error_of(bomb)
+    assert time.monotonic() - started < 5
+    assert "more than 64 YAML aliases" in err.reason and err.line == 12
+
+
+def test_few_aliases_that_expand_to_too_many_nodes_are_refused():
+    text = "name: t\nsource: s\ncommands: [docker network rm x]\nx0: &r0 [a, b]\n" + "".join(
+        f"x{i}: &r{i} [*r{i - 1}, *r{i - 1}, *r{i - 1}, *r{i - 1}]\n" for i in range(1, 14))
+    assert "expands to more than 200000 nodes" in error_of(text).reason
+
+
+def test_a_recursive_alias_is_refused():
+    err = error_of("name: t\nsource: s\ncommands: &c [docker network rm x, *c]\n")
+    assert err.line == 3 and "refers to the collection that contains it" in err.reason
+
+
+def test_a_harmless_alias_still_loads():
+    s = parse_scenario(textwrap.dedent("""\
+        name: t
+        source: s
+        commands:
+          - docker network create -d macvlan --subnet=10.0.0.0/24 -o parent=eth0 n
+          - docker run --net=n -itd alpine /bin/sh
+          - docker run --net=n -itd alpine /bin/sh
+        expect:
+          addresses: {c1: &a [10.0.0.2/24]}
+          routes: {c1: &r ["default via 10.0.0.1 dev eth0"], c2: *r}
+    """))
+    assert s.expect.routes[1][:2] == ("c2", ("default via 10.0.0.1 dev eth0",))
+
+
+@pytest.mark.parametrize("text, key, line", [
+    ("name: t\nsource: s\nname: u\ncommands: [docker network rm x]\n", "name", 3),
+    ("name: t\nsource: s\ncommands: [docker network rm x]\nexpect:\n  matrix: true\n  matrix: false\n", "matrix", 6),
+])
+def test_a_duplicate_key_names_the_second_one(text, key, line):
+    err = error_of(text)
+    assert err.line == line and f"duplicate key {key!r}" in err.reason
+
+
+@pytest.mark.parametrize("key", ["1", "on", "~", "[a]"])
+def test_a_key_that_is_not_a_string_is_refused(key):
+    err = error_of(f"name: t\nsource: s\ncommands: [docker network rm x]\n{key}: x\n")
+    assert err.line == 4 and "is not a string" in err.reason
+
+
+def test_a_yaml_constructor_error_is_clean():
+    err = error_of("name: !!python/object/apply:os.system ['true']\nsource: s\ncommands: [docker network rm x]\n")
+    assert err.line == 1 and "could not determine a constructor" in err.reason
+
+
+def test_an_empty_link_kind_is_an_error_not_an_index_error():
+    text = """\
+        name: t
+        source: s
+        commands:
+          - docker network create -d macvlan --subnet=10.0.0.0/24 -o parent=eth0 n
+          - docker run --net=n -itd alpine /bin/sh
+        expect:
+          links: {c1: {eth0: '  '}}
+    """
+    err = error_of(text)
+    assert err.line == 7 and "link kind '  '" in err.reason
+    err = error_of(text.replace("'  '", "''"))
+    assert err.line == 7 and "expect/links/c1/eth0" in err.reason
+
+
+@pytest.mark.parametrize("parent", ["..", ".", "a/b", "eth0:1", "abcdefghijklmnop", "eth0\n", "lo"])
+def test_the_host_parent_must_be_an_interface_name(parent):
+    text = f"name: t\nsource: s\ntopology:\n  host: {{parent: {json.dumps(parent)}}}\ncommands: [docker network rm x]\n"
+    err = error_of(text)
+    assert err.line == 4 and "topology/host/parent" in err.reason
+
+
+@pytest.mark.parametrize("name", ["a/b", "a/../b", "..", "ćma", "a b", "[/x]", ""])
+def test_a_container_name_docker_refuses_is_refused_with_dockers_words(name):
+    text = ("name: t\nsource: s\ncommands:\n  - docker network create -d macvlan --subnet=10.0.0.0/24 -o parent=eth0 n\n"
+            f"  - docker run --net=n --name={shlex.quote(name)} -itd alpine /bin/sh\n")
+    err = error_of(text)
+    assert err.line == 5
+    # moby v20.10.24 daemon/names.go reserveName, with daemon/names/names.go RestrictedNameChars
+    assert f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed" in err.reason
+
+
+def test_a_refusal_the_scenario_expects_is_a_step_with_dockers_answer():
+    s = parse_scenario(textwrap.dedent("""\
+        name: t
+        source: s
+        commands:
+          - docker network create -d macvlan --subnet=10.0.0.0/24 -o parent=eth0 n
+          - command: docker run --net=n --name=a/b -itd alpine /bin/sh
+            error: Invalid container name (a/b), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed
+    """))
+    step = s.steps[1]
+    assert isinstance(step.command, Refused) and step.expect_error == step.command.message
+    assert s.container_names == ()
+
+
+@pytest.mark.parametrize("name, owner", [("host", "the Docker host's namespace"), ("rt", "the upstream router's"),
+                                         ("up", "the switch's"), ("/host", "the Docker host's")])
+def test_a_container_named_like_a_harness_node_is_refused(name, owner):
+    text = ("name: t\nsource: s\ncommands:\n  - docker network create -d macvlan --subnet=10.0.0.0/24 -o parent=eth0 n\n"
+            f"  - docker run --net=n --name {name} -itd alpine /bin/sh\n")
+    err = error_of(text)
+    assert err.line == 5
+    assert f"container name {name.lstrip('/')!r} is reserved by the harness for {owner}" in err.reason
+
+
+def test_a_symlink_loop_is_reported_as_such(tmp_path):
+    loop = tmp_path / "loop.yaml"
+    loop.symlink_to("loop.yaml")
+    with pytest.raises(ScenarioError, match="symlink loop"):
+        find_scenarios([loop])
+    with pytest.raises(ScenarioError, match="symlink loop"):
+        load_scenario(loop)
+    # inside a directory it is listed, so that loading it reports it (instead of skipping it silently)
+    assert find_scenarios([tmp_path]) == [loop]
+    (tmp_path / "gone.yaml").symlink_to("nowhere.yaml")
+    with pytest.raises(ScenarioError, match="dangling symlink to nowhere.yaml"):
+        load_scenario(tmp_path / "gone.yaml")
+
+
+def test_a_network_name_docker_accepts_never_reaches_a_path_or_an_interface_name():
+    from harness.docker.emulated import compile_scenario
+    from harness.plan import render
+
+    weird = "../../tmp/x;rm"  # Docker 20.10 accepts any non-blank network name (libnetwork config.IsValidName)
+    s = parse_scenario(textwrap.dedent(f"""\
+        name: t
+        source: s
+        commands:
+          - docker network create -d macvlan --subnet=10.0.0.0/24 -o parent=eth0 '{weird}'
+          - docker network create -d macvlan --subnet=10.1.0.0/24 '{weird}2'
+          - docker run --net='{weird}' -itd alpine /bin/sh
+          - docker run --net='{weird}2' -itd alpine /bin/sh
+    """))
+    plan = compile_scenario(s).plan
+    assert [step.error for step in plan.steps] == [None] * 4
+    for op in plan.ops():
+        assert "tmp" not in " ".join(render(op)), op

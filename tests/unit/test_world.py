@@ -61,3 +61,38 @@ def test_a_hand_made_parent_counts_with_its_own_vlan_id():
     """)
     assert w.vlans == (40,)
     assert [(p.dev, p.vlan) for p in w.router_ports] == [("eth0.40", 40)]
+
+
+def test_the_router_answers_arp_only_on_the_port_holding_the_address():
+    # Issue #10: with Linux's default (weak host) the router answered the untagged host's ARP for a
+    # gateway it holds on VLAN 50 only, so host and that gateway were reachable where the model (and a
+    # real router) says isolated. The router node sets strong-host ARP before any probe runs.
+    from harness.plan import SetSysctl
+
+    w = world("""\
+        name: t
+        source: s
+        topology: {host: {parent: eth0, address: 192.168.50.250/24}, router: [192.168.50.1/24]}
+        commands:
+          - docker network create -d macvlan --subnet=192.168.50.0/24 --gateway=192.168.50.1 -o parent=eth0.50 n50
+    """)
+    assert [(p.dev, p.vlan) for p in w.router_ports] == [("eth0.50", 50)]
+    assert w.host_gateway(4) is None  # the host has no gateway of its own: the router is not on its VLAN
+    sysctls = {(op.node, op.key): op.value for op in w.ops() if isinstance(op, SetSysctl)}
+    assert sysctls[("rt", "net.ipv4.conf.all.arp_ignore")] == "1"
+    assert sysctls[("rt", "net.ipv4.conf.all.arp_announce")] == "2"
+    # The host stays a default Linux box (weak host), as a real Docker host is.
+    assert not any(node == "host" and "arp" in key for node, key in sysctls)
+
+
+def test_a_world_without_router_sets_no_router_sysctl():
+    from harness.plan import SetSysctl
+
+    w = world("""\
+        name: t
+        source: s
+        topology: {host: {parent: eth0, address: 10.0.0.2/24}}
+        commands:
+          - docker network create -d macvlan --subnet=10.0.0.0/24 -o parent=eth0 n
+    """)
+    assert not any(isinstance(op, SetSysctl) and op.node == "rt" for op in w.ops())
