@@ -51,6 +51,7 @@ MARKERS = {
 # Plugin state, one per pytest run (config), never module globals: pytester and in-process runs share
 # this module.
 CHOOSER_KEY: pytest.StashKey[BackendChooser] = pytest.StashKey()  # made on first use
+DOCKER_CHOOSER_KEY: pytest.StashKey[BackendChooser] = pytest.StashKey()  # the real engine's items
 KERNEL_CHOOSERS_KEY: pytest.StashKey[dict[str, BackendChooser]] = pytest.StashKey()  # --kernels: kernel -> chooser
 BATCHES_KEY: pytest.StashKey[dict[str, list[Scenario]]] = pytest.StashKey()  # batch key -> its scenarios
 CACHES_KEY: pytest.StashKey[dict[str, BatchCache]] = pytest.StashKey()  # batch key -> its results cache
@@ -68,6 +69,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "ids scenario[vm-6.12] and scenario[netns-host]")
     group.addoption("--harness-profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
                     help="Docker behaviour to emulate (default %(default)s)")
+    group.addoption("--no-docker-items", action="store_true",
+                    help="no scenario[docker] items (by default every scenario also runs on a real Docker engine; "
+                         "a skip names why when none can start)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -168,6 +172,16 @@ def chooser(config: pytest.Config) -> BackendChooser:
     return found
 
 
+def docker_chooser(config: pytest.Config) -> BackendChooser:
+    """The chooser of the scenario[docker] items: the real engine, on this kernel or where it must run."""
+    found = config.stash.get(DOCKER_CHOOSER_KEY, None)
+    if found is None:
+        from backends.select import BackendChooser
+
+        found = config.stash[DOCKER_CHOOSER_KEY] = BackendChooser("docker", config.getoption("--harness-profile"))
+    return found
+
+
 class ScenarioFile(pytest.File):
     def collect(self):
         from harness.loader import load_scenario
@@ -178,6 +192,9 @@ class ScenarioFile(pytest.File):
                 chosen = [(k, c.choose(scenario)) for k, c in kernel_choosers(self.config).items()]
             else:
                 chosen = [(None, chooser(self.config).choose(scenario))]
+                if chosen[0][1].name != "docker" and not self.config.getoption("--no-docker-items"):
+                    # The same scenario on a real Docker engine: `pytest -k "scenario and docker"`.
+                    chosen.append((None, docker_chooser(self.config).choose(scenario)))
         except HarnessError as exc:
             raise self.CollectError(str(exc)) from None
         profile = self.config.getoption("--harness-profile")

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def plugin_args() -> list[str]:
-    args = ["-p", "no:benchmark", "-p", "no:cacheprovider"]
+    args = ["-p", "no:benchmark", "-p", "no:cacheprovider", "--no-docker-items"]
     if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
         args += ["-p", "harness.pytest_plugin"]
     return args

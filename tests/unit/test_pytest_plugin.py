@@ -27,7 +27,8 @@ MARKERS = ("scenario", "root", "vm", "bench", "docker")
 
 def plugin_args() -> list[str]:
     # pytest-benchmark warns inside an xdist worker; the inner runs have no use for it (nor for a cache).
-    args = ["-p", "no:benchmark", "-p", "no:cacheprovider"]
+    # The scenario[docker] items (a real engine) have tests of their own below; the others leave them out.
+    args = ["-p", "no:benchmark", "-p", "no:cacheprovider", "--no-docker-items"]
     # The plugin is found through its pytest11 entry point; load it by hand when autoloading is off.
     if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
         args += ["-p", "harness.pytest_plugin"]
@@ -67,6 +68,18 @@ def test_one_item_per_scenario_file(pytester):
     path, line, description = items[0].reportinfo()
     assert (Path(path).name, line, description) == ("macvlan-bridge.yaml", 0,
                                                     "scenario macvlan-bridge [dry-run]")
+
+
+def test_every_scenario_also_gets_a_real_engine_item_selectable_with_k(pytester):
+    scenario(pytester, "macvlan-bridge.yaml")
+    args = [a for a in plugin_args() if a != "--no-docker-items"]
+
+    items, _ = pytester.inline_genitems(*args, "--backend", "dry-run")
+    assert [i.nodeid.split("::")[1] for i in items] == ["scenario[dry-run]", "scenario[docker]"]
+    assert items[1].backend.name == "docker"
+
+    selected = pytester.runpytest(*args, "--backend", "dry-run", "--collect-only", "-q", "-k", "scenario and docker")
+    assert item_ids(selected) == ["scenarios/macvlan-bridge.yaml::scenario[docker]"]
 
 
 def test_a_dry_run_item_runs_through_the_engine_and_skips_saying_why(pytester):
