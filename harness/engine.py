@@ -6,9 +6,11 @@ missing kernel feature is a skip whose reason names it), opens a session, builds
 network (`harness.world.World`), and hands each documented command to the Docker under test
 (`harness.docker.base.DockerUnderTest`: the emulation by default, a real engine with the docker
 backend). Docker's answers are judged against the expected errors; a transient container's documented
-ping is probed while it exists. The engine then observes every node and runs every probe at once, and
-the `Judge` compares what it saw with the scenario's explicit expectations and the `Oracle`'s derived
-facts.
+ping is probed while it exists. The engine then observes every node and runs every probe (all at once
+for a documented scenario; in bounded waves, re-asking isolation probes that replies do not back, for a
+big matrix: `harness.observe.probe_all`), and the `Judge` compares what it saw with the scenario's explicit expectations and the `Oracle`'s derived
+facts. Last, it records what Docker built and what was seen in the result's `facts`, the form
+`harness conform` compares between the emulation and a real engine (`harness.conform.record_facts`).
 
 The engine sees backends only through their protocols (backends.base): it imports neither pyroute2 nor
 subprocess nor a backend module.
@@ -19,28 +21,27 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from harness.checks import Judge, describe_ping, error_matches
+from harness.conform import record_facts
 from harness.docker.base import DockerUnderTest
 from harness.docker.emulated import CompiledScenario, compile_scenario
 from harness.docker.profiles import DEFAULT_PROFILE
 from harness.errors import BackendUnavailable, HarnessError, KernelError
 from harness.model import Scenario, Step
 from harness.observe import (
-    PING_TIMEOUT,
     PingJob,
-    isolation_retry_wait,
+    ProbeStats,
     observation_jobs,
     parse_observations,
-    parse_pings,
-    ping_commands,
     ping_many,
+    probe_all,
 )
 from harness.oracle import HOST, Oracle
 from harness.plan import cannot_run, render
 from harness.results import ERROR, FAIL, PASS, SKIP, Check, ScenarioResult, StepRecord
-from harness.world import World
+from harness.world import ROUTER, World
 
 DockerFactory = Callable[[CompiledScenario, object], DockerUnderTest]
 
@@ -129,16 +130,21 @@ class Engine:
                         res.reached and not res.probe_error, evidence=res.evidence, location=str(step.location),
                         origin="command"))
         clock.mark("setup")
+        oracle = Oracle(docker.state, world)
         if not session.observes:
             result.status, result.reason = SKIP, f"backend {self.backend.name} observes nothing (plan rendered only)"
+            result.facts = record_facts(docker, oracle, result, scenario.steps)
             clock.mark("checks")
             return
         self.on_event(scenario.name, "checks")
-        self._judge(scenario, session, Oracle(docker.state, world), result)
+        probes = self._judge(scenario, session, oracle, result)
+        # What Docker built and what was seen, in the form `harness conform` compares across Dockers.
+        result.facts = record_facts(docker, oracle, result, scenario.steps, probes)
         clock.mark("checks")
         self.on_event(scenario.name, "teardown")
 
-    def _judge(self, scenario: Scenario, session, oracle: Oracle, result: ScenarioResult) -> None:
+    def _judge(self, scenario: Scenario, session, oracle: Oracle, result: ScenarioResult) -> dict:
+        """Observe, probe and judge; returns what each probe saw, by (source node, destination address)."""
         nodes = [HOST, *sorted(oracle.state.containers)]
         judge = Judge(scenario, oracle, {})
         explicit, unprobeable = judge.explicit_probe_jobs()
@@ -150,26 +156,23 @@ class Engine:
             jobs.setdefault((exp.src.owner, str(exp.dst.ip), exp.reachable),
                             PingJob(exp.src.owner, str(exp.dst.ip), exp.reachable, exp.dst.ip.version))
         keys = sorted(jobs)
-        # Observations and every probe run at once: the expectations come from the model, not from
-        # what is observed, so nothing here waits for anything else.
-        observe = observation_jobs(nodes)
-        pings = [jobs[k] for k in keys]
-        done = session.run_many(observe + ping_commands(pings), timeout=PING_TIMEOUT)
-        judge.views = parse_observations(nodes, done[: len(observe)])
+        # Observations and every probe start together (one window for a small scenario); a big matrix is
+        # probed in waves of bounded size, with isolation verdicts re-asked until replies back them
+        # (`harness.observe.probe_all` states the rules).
+        owners = {str(a.ip): (ROUTER if a.owner == "gateway" else a.owner) for a in oracle.addresses()}
+        self.probe_stats = ProbeStats()
+        done, found = probe_all(session, [jobs[k] for k in keys], owners, observation_jobs(nodes),
+                                self.probe_stats)
+        judge.views = parse_observations(nodes, done)
         for view in judge.views.values():
             for err in view.errors:
                 raise HarnessError(f"observing {view.node} failed: {err}")
-        results = dict(zip(keys, parse_pings(pings, done[len(observe):])))
-        wait = isolation_retry_wait(list(results.values()))
-        if wait is not None:
-            # Replies were slow in this batch: a silent isolation probe is only trusted with more time.
-            silent = [k for k in keys if k[2] is False and not results[k].reached and not results[k].probe_error]
-            again = [replace(jobs[k], isolation_wait=wait) for k in silent]
-            results.update(zip(silent, ping_many(session, again)))
+        results = dict(zip(keys, found))
         result.checks += unprobeable
         result.checks += judge.probe_checks(explicit, matrix, results)
         result.checks += judge.state_checks()
         result.checks += judge.model_checks()
+        return {(src, dst): res for (src, dst, _want), res in results.items()}
 
 
 def _error_check(step: Step, error: str | None) -> Check:

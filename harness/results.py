@@ -1,8 +1,9 @@
 """Results: `Check` (one judged fact) and `ScenarioResult` (one scenario on one backend), as JSON and JUnit.
 
 A `ScenarioResult` carries the status (pass, fail, skip, error), the reason, every check with expected,
-observed and evidence, the commands with Docker's answers, and the durations of setup, checks and
-teardown. `write_json` writes the list (one record per scenario); `write_junit` writes JUnit XML for CI.
+observed and evidence, the commands with Docker's answers, the durations of setup, checks and
+teardown, and the facts `harness conform` compares (`harness.conform.record_facts`). `write_json` writes
+the list (one record per scenario); `write_junit` writes JUnit XML for CI.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ class ScenarioResult:
     steps: list[StepRecord] = field(default_factory=list)
     durations: dict[str, float] = field(default_factory=dict)
     source: str = ""
+    # What Docker built and what was seen, as {kind, node, interface, value} dicts that the emulation and a
+    # real engine share (harness.conform: what `harness conform` compares); empty in older records.
+    facts: list[dict] = field(default_factory=list)
 
     @property
     def failures(self) -> list[Check]:
@@ -74,10 +78,11 @@ class ScenarioResult:
     @classmethod
     def from_dict(cls, d: dict) -> ScenarioResult:
         """The inverse of to_dict (a VM guest's records come back this way)."""
-        fields = {k: v for k, v in d.items() if k not in ("checks", "steps")}
+        fields = {k: v for k, v in d.items() if k not in ("checks", "steps", "facts")}
         checks = [Check(**{k: v for k, v in c.items() if k != "message"}) for c in d.get("checks", [])]
         steps = [StepRecord(**s) for s in d.get("steps", [])]
-        return cls(**fields, checks=checks, steps=steps)
+        facts = [dict(f) for f in d.get("facts") or []]
+        return cls(**fields, checks=checks, steps=steps, facts=facts)
 
     def to_dict(self) -> dict:
         d = asdict(self)

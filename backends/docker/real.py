@@ -33,11 +33,11 @@ from harness.docker.cli import CLIError, split_command_line
 from harness.docker.state import ContainerState, Endpoint, HostLink, NetworkState
 from harness.errors import HarnessError
 from harness.model import (
+    HOST_COMMANDS,
     ContainerRemove,
     ContainerRun,
+    DaemonRestart,
     HostLinkAdd,
-    HostLinkDelete,
-    HostLinkUp,
     NetworkCreate,
     Step,
     is_ip_address,
@@ -109,6 +109,13 @@ class RealDocker:
         self._images: set[str] = {"alpine", "alpine:latest"}
         self._state: RealState | None = None
 
+    @property
+    def version(self) -> str:
+        """The engine's server version (`docker version`) once its daemon runs ("" before): what
+        `harness conform` reports as the real side's Docker."""
+        daemon = getattr(self.session, "daemon", None)
+        return getattr(daemon, "version", "") if daemon is not None else ""
+
     # -- commands ---------------------------------------------------------------------------------------
 
     def execute(self, step: Step) -> StepOutcome:
@@ -122,11 +129,16 @@ class RealDocker:
         except CLIError as exc:
             raise HarnessError(f"command {step.index} `{step.text}`: {exc}") from None
         cmd = step.command
-        if isinstance(cmd, (HostLinkAdd, HostLinkUp, HostLinkDelete)):
+        if isinstance(cmd, HOST_COMMANDS):
+            if argv[:1] == ["sudo"]:  # the documentation's `sudo ip ...`: the harness is root already
+                argv = argv[1:]
             res = self.session.run("host", argv, timeout=30)
             if res.ok and isinstance(cmd, HostLinkAdd):
                 self._user_links.add(cmd.name)
             return StepOutcome(step, error=None if res.ok else docker_error(res))
+        if isinstance(cmd, DaemonRestart):
+            raise HarnessError(f"command {step.index} `{step.text}`: restarting the real engine is not supported "
+                               "by the docker backend yet (the emulation runs it)")
         if not argv or argv[0] != "docker":
             raise HarnessError(f"command {step.index} `{step.text}`: not a docker or ip command")
         daemon = self.session.ensure_daemon()
@@ -329,7 +341,8 @@ class RealDocker:
         else:
             mode, flag = options.get("ipvlan_mode") or "l2", options.get("ipvlan_flag") or "bridge"
         parent = options.get("parent") or ""
-        internal = bool(n.get("Internal")) or not parent
+        # What the engine says: 20.10 gives a parentless network's containers a default route (not internal).
+        internal = bool(n.get("Internal"))
         if not parent:
             parent = dummy_parent_name(driver, n["Id"])
         ipv6 = bool(n.get("EnableIPv6"))
