@@ -8,6 +8,8 @@ join a markup string, so `[/x]` prints as itself instead of raising rich's Marku
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from harness.checks import error_matches
 from harness.docker.emulated import compile_scenario
 from harness.docker.profiles import DEFAULT_PROFILE
 from harness.errors import ScenarioError
+from harness.keywords import keyword_filter
 from harness.loader import find_scenarios, load_scenario
 from harness.model import Scenario
 from harness.results import ERROR, FAIL, PASS, SKIP
@@ -111,3 +114,36 @@ def load_scenarios(paths: Sequence[str], profile: str | None = DEFAULT_PROFILE) 
 
 
 # -- commands ----------------------------------------------------------------------------------------
+
+
+def unwritable(option: str, path: str | None) -> str | None:
+    """Why `--OPTION PATH` cannot be written, tried now: a run must not end in a traceback after all its work."""
+    if not path:
+        return None
+    try:
+        if os.path.isdir(path):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        if os.path.exists(path):
+            with open(path, "a"):  # opened for writing, not changed
+                pass
+        else:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            os.unlink(path)
+    except OSError as exc:
+        return f"cannot write --{option} {path}: {exc.strerror or exc}"
+    return None
+
+
+def selected_scenarios(args) -> list[Scenario] | None:
+    """The scenarios of `args.paths` (default: the shipped ones) that `-k` selects; None (after saying why,
+    on stderr) when a file is invalid or nothing is selected."""
+    scenarios, errors = load_scenarios(args.paths or [str(DEFAULT_SCENARIOS)], args.profile)
+    print_invalid(errors)
+    if errors:
+        return None
+    keep = keyword_filter(args.k)
+    scenarios = [s for s in scenarios if keep(s.name)]
+    if not scenarios:
+        new_console(True).print("no scenario selected")
+        return None
+    return scenarios

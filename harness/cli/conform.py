@@ -16,7 +16,6 @@ running anything.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -27,13 +26,12 @@ from rich.table import Table
 from backends.base import BATCH
 from backends.select import BackendChooser
 from harness.cli.common import (
-    DEFAULT_SCENARIOS,
     STATUS_STYLE,
     backend_options,
-    load_scenarios,
     new_console,
-    print_invalid,
     safe,
+    selected_scenarios,
+    unwritable,
 )
 from harness.conform import (
     CONFORMS,
@@ -80,26 +78,9 @@ def add_arguments(p) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
 
 
-def _unwritable(path: str | None) -> str | None:
-    if not path:
-        return None
-    try:
-        if os.path.isdir(path):
-            return f"cannot write --json {path}: Is a directory"
-        if os.path.exists(path):
-            with open(path, "a"):
-                pass
-        else:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-            os.unlink(path)
-    except OSError as exc:
-        return f"cannot write --json {path}: {exc.strerror or exc}"
-    return None
-
-
 def cmd_conform(args) -> int:
     err = new_console(True)
-    problem = _unwritable(args.json)
+    problem = unwritable("json", args.json)
     if problem:
         err.print(f"error {problem}", markup=False)
         return 2
@@ -114,14 +95,8 @@ def cmd_conform(args) -> int:
         if comparisons is None:
             return 2
     else:
-        scenarios, errors = load_scenarios(args.paths or [str(DEFAULT_SCENARIOS)], args.profile)
-        print_invalid(errors)
-        if errors:
-            return 2
-        keep = keyword_filter(args.k)
-        scenarios = [s for s in scenarios if keep(s.name)]
-        if not scenarios:
-            err.print("no scenario selected")
+        scenarios = selected_scenarios(args)
+        if scenarios is None:
             return 2
         emulated, real = run_both(scenarios, args, console)
         comparisons = [compare(emulated.get(s.path), real.get(s.path), divergences) for s in scenarios]

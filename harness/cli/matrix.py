@@ -30,12 +30,11 @@ from harness.cli.common import (
     STATUS_STYLE,
     load_scenarios,
     new_console,
-    print_invalid,
     safe,
+    selected_scenarios,
 )
 from harness.engine import Engine
 from harness.errors import HarnessError
-from harness.keywords import keyword_filter
 from harness.matrix import build_matrix
 from harness.model import Scenario
 from harness.results import ERROR, FAIL, ScenarioResult, write_json, write_junit
@@ -144,14 +143,8 @@ def cmd_run_matrix(args) -> int:
                                 "leave out --backend and --kernel")
         return 2
     kernels = parse_kernels(args.kernels)
-    scenarios, errors = load_scenarios(args.paths or [str(DEFAULT_SCENARIOS)], args.profile)
-    print_invalid(errors)
-    if errors:
-        return 2
-    keep = keyword_filter(args.k)
-    scenarios = [s for s in scenarios if keep(s.name)]
-    if not scenarios:
-        new_console(True).print("no scenario selected")
+    scenarios = selected_scenarios(args)
+    if scenarios is None:
         return 2
     vms = [k for k in kernels if k != HOST]
     per_kernel, at_once = vm_slots(len(vms))

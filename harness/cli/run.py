@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import errno
-import os
-
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -12,39 +9,21 @@ from rich.table import Table
 from backends.base import BATCH
 from backends.select import BackendChooser
 from harness.cli.common import (
-    DEFAULT_SCENARIOS,
     STATUS_STYLE,
     backend_options,
-    load_scenarios,
     new_console,
-    print_invalid,
     safe,
+    selected_scenarios,
+    unwritable,
 )
 from harness.cli.matrix import cmd_run_matrix
 from harness.engine import Engine
-from harness.keywords import keyword_filter
 from harness.model import Scenario
 from harness.results import ERROR, FAIL, PASS, SKIP, ScenarioResult, write_json, write_junit
 
 
 def _unwritable_outputs(args) -> str | None:
-    """Why --json or --junit cannot be written, tried now: a run must not end in a traceback after all its work."""
-    for option in ("json", "junit"):
-        path = getattr(args, option, None)
-        if not path:
-            continue
-        try:
-            if os.path.exists(path):
-                if os.path.isdir(path):
-                    raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
-                with open(path, "a"):  # opened for writing, not changed
-                    pass
-            else:
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
-                os.unlink(path)
-        except OSError as exc:
-            return f"cannot write --{option} {path}: {exc.strerror or exc}"
-    return None
+    return unwritable("json", args.json) or unwritable("junit", args.junit)
 
 
 def cmd_run(args) -> int:
@@ -54,14 +33,8 @@ def cmd_run(args) -> int:
         return 2
     if getattr(args, "kernels", None):  # the conformance matrix: every scenario on every kernel
         return cmd_run_matrix(args)
-    scenarios, errors = load_scenarios(args.paths or [str(DEFAULT_SCENARIOS)], args.profile)
-    print_invalid(errors)
-    if errors:
-        return 2
-    keep = keyword_filter(args.k)
-    scenarios = [s for s in scenarios if keep(s.name)]
-    if not scenarios:
-        new_console(True).print("no scenario selected")
+    scenarios = selected_scenarios(args)
+    if scenarios is None:
         return 2
     chooser = BackendChooser(args.backend, args.profile, options=backend_options(args))
     by_path: dict[str, ScenarioResult] = {}

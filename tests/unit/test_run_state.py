@@ -271,7 +271,7 @@ def test_an_unwritable_output_is_an_error_before_anything_runs(tmp_path, capsys,
 
     monkeypatch.setattr(os, "open", refusing_open)
     ran = []
-    monkeypatch.setattr("harness.cli.run.load_scenarios", lambda *a, **k: ran.append(a) or ([], []))
+    monkeypatch.setattr("harness.cli.run.selected_scenarios", lambda *a, **k: ran.append(a) or [])
     code = main(["run", "--backend", "dry-run", option, str(tmp_path / where), str(SCENARIOS / "macvlan-bridge.yaml")])
     out, err = capsys.readouterr()
     assert code == 2 and ran == [], out + err
