@@ -115,6 +115,7 @@ _REGISTRY: dict[str, str] = {
     "dry-run": "backends.dryrun:DryRunBackend",
     "docker": "backends.docker:DockerBackend",
     "vm": "backends.vm:VMBackend",
+    "vm-docker": "backends.vm:VMDockerBackend",  # the real engine inside the guest (`--backend docker` falls back to it)
     "vagrant": "backends.vagrant:VagrantBackend",
 }
 

@@ -1,7 +1,8 @@
 """`--backend auto` and friends: which backend runs which scenario, and why.
 
 `BackendChooser` keeps one instance per backend name (each caches its capability probe) and answers,
-per scenario, with the backend to use: the named one, or for `auto` the first of `AUTO_ORDER` whose
+per scenario, with the backend to use: the named one, or for `auto` the first of `AUTO_ORDER` (for
+`docker` the first of `DOCKER_ORDER`: the engine on this kernel, else in the VM) whose
 kernel has every feature the scenario's plan needs (else the first's reason, reported as a skip).
 `cannot_run(backend, features)` is that test in words. Choosing is cheap and side-effect free: it asks
 `available()` and `capabilities()`, never `prepare()`.
@@ -18,8 +19,22 @@ from harness.model import Scenario
 from harness.plan import cannot_run
 
 AUTO_ORDER = ("netns", "vm")
+# `--backend docker` is the real engine's `auto`: on this machine's kernel where it can, else inside the
+# VM's guest (`vm-docker`: backends.vm.backend.VMDockerBackend, results marked `docker (vm)`).
+DOCKER_ORDER = ("docker", "vm-docker")
+ORDERS = {"auto": AUTO_ORDER, "docker": DOCKER_ORDER}
+# Backends whose command-line options (--kernel, --kernel-modules) are another backend's.
+_OPTIONS_OF = {"vm-docker": "vm"}
 
-__all__ = ["AUTO_ORDER", "BackendChooser", "cannot_run"]
+__all__ = ["AUTO_ORDER", "DOCKER_ORDER", "ORDERS", "BackendChooser", "cannot_run", "candidate_names"]
+
+
+def candidate_names(name: str) -> list[str]:
+    """The backends `--backend name` may choose from, in order (one for a plain backend name)."""
+    order = ORDERS.get(name)
+    if order is None:
+        return [name]
+    return [n for n in order if n in backend_names()]
 
 
 class BackendChooser:
@@ -33,7 +48,8 @@ class BackendChooser:
 
     def backend(self, name: str) -> Backend:
         if name not in self._backends:
-            self._backends[name] = get_backend(name, **self.options.get(name, {}))
+            options = self.options.get(name) or self.options.get(_OPTIONS_OF.get(name, ""), {})
+            self._backends[name] = get_backend(name, **options)
         return self._backends[name]
 
     def features(self, scenario: Scenario) -> Sequence[str]:
@@ -44,9 +60,9 @@ class BackendChooser:
 
     def explain(self, scenario: Scenario) -> tuple[Backend, str]:
         """(backend, why): the backend for this scenario and, in words, why not the ones before it."""
-        if self.name != "auto":
+        if self.name not in ORDERS:
             return self.backend(self.name), f"--backend {self.name}"
-        candidates = [n for n in AUTO_ORDER if n in backend_names()]
+        candidates = candidate_names(self.name)
         passed_over = []
         features = self.features(scenario)
         for name in candidates:

@@ -14,7 +14,7 @@ Modules, from the bottom up (each imports only those above it; no cycle):
 - `guest_init.sh`: the guest's /init
 """
 
-from backends.vm.backend import NOT_PREPARED, VMBackend
+from backends.vm.backend import NOT_PREPARED, VMBackend, VMDockerBackend
 from backends.vm.closure import GUEST_DISTRIBUTIONS, GUEST_MODULES, module_load_order
 from backends.vm.errors import ImageError, VMError, VMTimeout
 from backends.vm.image import PROJECT_PACKAGES, build_initramfs
@@ -33,6 +33,7 @@ __all__ = [
     "KernelBundle",
     "QemuVM",
     "VMBackend",
+    "VMDockerBackend",
     "VMError",
     "VMTimeout",
     "build_initramfs",

@@ -17,12 +17,10 @@ builds the image and probes the guest kernel's capabilities.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,26 +34,38 @@ from backends.vm.closure import GUEST_DISTRIBUTIONS
 from backends.vm.errors import VMError
 from backends.vm.image import PROJECT_ROOT, build_initramfs
 from backends.vm.kernel import (
+    DEFAULT_PACKAGE,
     KernelBundle,
     fetch_kernel,
     find_config,
+    is_kernel_name,
     kernel_release_of_file,
     prepared_kernel,
 )
 from backends.vm.qemu import GuestJob, GuestResult, qemu_available, run_in_guest, run_in_guests
 from backends.vm.steps import default_cache_dir
+from harness import proc
 from harness.docker.profiles import DEFAULT_PROFILE
 from harness.errors import BackendUnavailable, HarnessError
 from harness.model import ContainerRun, Scenario
 from harness.results import ERROR, ScenarioResult
 from harness.runid import child_env
 
-__all__ = ["NOT_PREPARED", "VMBackend"]
+__all__ = ["NOT_PREPARED", "VMBackend", "not_prepared"]
 
 GUEST_PACKAGES = ("harness", "backends", "scenarios")
 BOOT_AND_IMPORT_ALLOWANCE = 60.0  # seconds on top of the per-scenario allowance
 PER_SCENARIO_ALLOWANCE = 20.0
 NOT_PREPARED = "no VM kernel prepared: run `python3 -m harness prepare --backend vm` (scripts/setup.sh does it)"
+
+
+def not_prepared(name: str | None) -> str:
+    """Why a VM kernel cannot run yet, with the command that prepares it."""
+    if name is None:
+        return NOT_PREPARED
+    return f"VM kernel {name} is not prepared: run `python3 -m harness prepare --backend vm --kernel {name}`"
+
+
 PROBE_ARGV = ("python3", "-m", "harness", "capabilities", "--backend", "netns", "--json")
 
 
@@ -63,12 +73,28 @@ class VMBackend:
     name = "vm"
     description = "a qemu VM booting Debian's kernel (TCG); runs the namespace backend inside the guest"
     kind = BATCH
+    # What runs inside the guest (VMDockerBackend: the docker backend, a real engine), the image layers it
+    # needs, the guest's memory, the time allowed, and the backend name its results carry.
+    guest_backend = "netns"
+    image_layers: tuple[str, ...] = ()
+    memory_mb = 512
+    boot_allowance = BOOT_AND_IMPORT_ALLOWANCE
+    per_scenario_allowance = PER_SCENARIO_ALLOWANCE
+    result_name = "vm"
+    kernel_append: tuple[str, ...] = ()  # kernel command line words after qemu.DEFAULT_APPEND
 
     def __init__(self, kernel: str | None = None, modules: str | None = None, cache_dir: str | None = None,
                  parallel: int | None = None):
         self.parallel = parallel or int(os.environ.get("HARNESS_VM_PARALLEL", 0)) or min(2, os.cpu_count() or 1)
-        self.kernel_path = Path(kernel).expanduser() if kernel else None
+        # --kernel is a file, or a Debian kernel by name (6.12, linux-image-6.12.*+deb12-amd64): fetched by prepare()
+        self.kernel_name = kernel if kernel and is_kernel_name(kernel) else None
+        self.kernel_path = Path(kernel).expanduser() if kernel and not self.kernel_name else None
         self.modules_path = Path(modules).expanduser() if modules else None
+        # A kernel or modules path that names nothing is the user's mistake: an error (exit 2), not a skip.
+        if self.kernel_path is not None and not self.kernel_path.is_file():
+            raise HarnessError(f"VM kernel {self.kernel_path} (--kernel) does not exist or is not a file")
+        if self.modules_path is not None and not self.modules_path.is_dir():
+            raise HarnessError(f"VM kernel modules directory {self.modules_path} (--kernel-modules) does not exist")
         self._cache_dir = Path(cache_dir) if cache_dir else None
         self._bundle: KernelBundle | None = None
         self._release: str | None = None
@@ -89,8 +115,8 @@ class VMBackend:
             if self.modules_path is not None and not self.modules_path.is_dir():
                 return f"VM kernel modules directory {self.modules_path} (--kernel-modules) does not exist"
             return None
-        if self._bundle is None and prepared_kernel(self.cache_dir()) is None:
-            return NOT_PREPARED
+        if self._bundle is None and prepared_kernel(self.cache_dir(), self.kernel_name) is None:
+            return not_prepared(self.kernel_name)
         return None
 
     def kernel_release(self) -> str:
@@ -101,7 +127,7 @@ class VMBackend:
                 elif self.kernel_path is not None:
                     self._release = kernel_release_of_file(self.kernel_path)
                 else:
-                    prepared = prepared_kernel(self.cache_dir())
+                    prepared = prepared_kernel(self.cache_dir(), self.kernel_name)
                     if prepared is None:
                         return "unknown"
                     self._release = prepared.release
@@ -133,7 +159,7 @@ class VMBackend:
     def _config_file(self) -> Path | None:
         if self.kernel_path is not None:
             return find_config(self.kernel_path, self.kernel_release(), self.modules_path)
-        bundle = self._bundle or prepared_kernel(self.cache_dir())
+        bundle = self._bundle or prepared_kernel(self.cache_dir(), self.kernel_name)
         return bundle.config if bundle is not None else None
 
     def _probe_cache(self) -> ProbeCache:
@@ -154,7 +180,7 @@ class VMBackend:
         if self.kernel_path is not None:
             bundle = KernelBundle.from_path(self.kernel_path, self.modules_path, cache_dir=self.cache_dir())
         else:
-            bundle = fetch_kernel(self.cache_dir())
+            bundle = fetch_kernel(self.cache_dir(), self.kernel_name or DEFAULT_PACKAGE)
         self._bundle, self._release, self._caps = bundle, bundle.release, None
         image = self.image()
         self._caps = self._probe()
@@ -169,9 +195,9 @@ class VMBackend:
             if self.kernel_path is not None:
                 self._bundle = KernelBundle.from_path(self.kernel_path, self.modules_path, cache_dir=self.cache_dir())
             else:
-                prepared = prepared_kernel(self.cache_dir())
+                prepared = prepared_kernel(self.cache_dir(), self.kernel_name)
                 if prepared is None:
-                    raise BackendUnavailable(NOT_PREPARED)
+                    raise BackendUnavailable(not_prepared(self.kernel_name))
                 self._bundle = prepared
         return self._bundle
 
@@ -179,6 +205,13 @@ class VMBackend:
         """The guest image for this checkout (cached; a project edit costs a small rebuild)."""
         return build_initramfs(self.bundle(), self.cache_dir(), PROJECT_ROOT, packages=GUEST_PACKAGES,
                                distributions=(*GUEST_DISTRIBUTIONS, *extra_distributions))
+
+    def batch_image(self) -> Path:
+        """The image `run_batch` boots: the scenario runner's, plus this backend's layers (docker)."""
+        if not self.image_layers:
+            return self.image()
+        return build_initramfs(self.bundle(), self.cache_dir(), PROJECT_ROOT, packages=GUEST_PACKAGES,
+                               distributions=GUEST_DISTRIBUTIONS, extras=self.image_layers)
 
     def _probe(self) -> dict[str, Capability]:
         """Ask the guest kernel itself (one boot), unless the answer is cached; pytest-xdist workers
@@ -214,25 +247,26 @@ class VMBackend:
             return []
         reason = self.available()
         if reason:
-            return [_error(s, self.name, "unknown", reason, status="skip") for s in scenarios]
+            return [_error(s, self.result_name, "unknown", reason, status="skip") for s in scenarios]
         t0 = time.monotonic()
         chunks = _split(list(scenarios), self.parallel)
-        with contextlib.ExitStack() as stack:
+        with proc.UndoStack() as stack:  # the shares go even if a signal comes meanwhile
             jobs, guest_paths = [], []
             for chunk in chunks:
-                share = Path(tempfile.mkdtemp(prefix="hxvm-share-"))
+                share = Path(proc.temp_dir("vm-share"))
                 stack.callback(shutil.rmtree, share, ignore_errors=True)
                 (share / "scenarios").mkdir()
                 paths = stage_scenarios(chunk, share / "scenarios", "/out/scenarios")
-                argv = ("python3", "-m", "harness", "run", "--backend", "netns", "--profile", profile,
+                argv = ("python3", "-m", "harness", "run", "--backend", self.guest_backend, "--profile", profile,
                         "--json", "/out/results.json", "--quiet", *(() if matrix else ("--no-matrix",)), *paths)
                 jobs.append(GuestJob(argv, share, env=_guest_env()))
                 guest_paths.append(paths)
-            timeout = BOOT_AND_IMPORT_ALLOWANCE + PER_SCENARIO_ALLOWANCE * max(len(c) for c in chunks)
+            timeout = self.boot_allowance + self.per_scenario_allowance * max(len(c) for c in chunks)
             try:
-                outcomes = run_in_guests(jobs, self.bundle(), self.image(), timeout)
+                outcomes = run_in_guests(jobs, self.bundle(), self.batch_image(), timeout, memory_mb=self.memory_mb,
+                                         append=self.kernel_append)
             except VMError as exc:  # no kernel, no image, no qemu: every scenario says why
-                return [_error(s, self.name, self.kernel_release(), f"the VM failed: {exc}") for s in scenarios]
+                return [_error(s, self.result_name, self.kernel_release(), f"the VM failed: {exc}") for s in scenarios]
             by_path: dict[str, ScenarioResult] = {}
             wall = time.monotonic() - t0
             for chunk, paths, job, outcome in zip(chunks, guest_paths, jobs, outcomes):
@@ -243,15 +277,15 @@ class VMBackend:
     def _collect(self, chunk, guest_paths, share: Path, guest: GuestResult | VMError,
                  wall: float) -> list[ScenarioResult]:
         if isinstance(guest, VMError):
-            return [_error(s, self.name, self.kernel_release(), f"the VM failed: {guest}") for s in chunk]
+            return [_error(s, self.result_name, self.kernel_release(), f"the VM failed: {guest}") for s in chunk]
         results_file = share / "results.json"
         if not results_file.is_file():
             detail = (guest.stderr.strip() or guest.stdout.strip())[-3000:]
-            return [_error(s, self.name, guest.kernel_release,
+            return [_error(s, self.result_name, guest.kernel_release,
                            f"the guest wrote no results (exit {guest.exit_code}):\n{detail}\n"
                            f"console tail:\n{guest.console_tail}") for s in chunk]
-        out = adopt_records(chunk, guest_paths, json.loads(results_file.read_text()), self.name,
-                            guest.kernel_release, lambda s: _error(s, self.name, guest.kernel_release,
+        out = adopt_records(chunk, guest_paths, json.loads(results_file.read_text()), self.result_name,
+                            guest.kernel_release, lambda s: _error(s, self.result_name, guest.kernel_release,
                                                                    "the guest returned no record for this scenario"))
         for result in out:
             result.durations["vm_boot"] = guest.boot_seconds
@@ -266,7 +300,7 @@ class VMBackend:
         reason = self.available()
         if reason:
             raise BackendUnavailable(reason)
-        share = Path(tempfile.mkdtemp(prefix="hxvm-share-"))
+        share = Path(proc.temp_dir("vm-share"))
         try:
             guest = run_in_guest(["python3", "-m", "harness", *args], self.bundle(), self.image(extra_distributions),
                                  share_dir=share, timeout=timeout, env=_guest_env(), memory_mb=memory_mb)
@@ -301,3 +335,53 @@ def _guest_env() -> dict[str, str]:
 
 def _error(scenario: Scenario, backend: str, kernel: str, reason: str, status: str = ERROR) -> ScenarioResult:
     return ScenarioResult(scenario.name, scenario.path, backend, kernel, status, reason=reason, source=scenario.source)
+
+
+class VMDockerBackend(VMBackend):
+    """The docker backend (a real Docker 20.10 engine) inside the guest, for the scenarios this machine's
+    kernel cannot run (802.1q, ipvlan, dummy): `--backend docker` hands them here (backends.select).
+
+    The guest boots the image with the docker layer (docker.io's programs, the offline container image,
+    cgroup2; `backends.vm.image`), 1 GB of memory (the layer adds about 195 MB to the initramfs, which is
+    unpacked into RAM), and runs `python3 -m harness run --backend docker`; its results carry backend
+    `docker (vm)` and the guest's kernel release.
+    """
+
+    name = "vm-docker"
+    description = ("the docker backend (a real Docker 20.10 engine) inside the qemu VM booting Debian's kernel "
+                   "(TCG), for the scenarios this kernel cannot run")
+    guest_backend = "docker"
+    image_layers = ("docker",)
+    memory_mb = 1024
+    # Measured under TCG on this machine kind: dockerd starts in 10-25 s, a scenario takes 30-150 s.
+    boot_allowance = 180.0
+    per_scenario_allowance = 300.0
+    result_name = "docker (vm)"
+    # DEFAULT_APPEND's acpi=off hides the HPET: the guest clock is then jiffies, which under TCG drifts
+    # (measured: minutes off the host's within one boot, ahead or behind), and dockerd gives containerd 15 s
+    # of that clock to start ("failed to start containerd: timeout waiting for containerd to start").
+    # With ACPI the kernel calibrates the TSC against the HPET and keeps the host's time.
+    kernel_append = ("acpi=force",)
+
+    def available(self) -> str | None:
+        reason = super().available()
+        if reason:
+            return reason
+        from backends.docker.daemon import missing_binaries
+        from backends.docker.image import cached_image, default_cache_dir, find_busybox
+
+        missing = missing_binaries()
+        if missing:
+            return (f"docker.io is not installed on this machine, so the guest gets no engine "
+                    f"({', '.join(missing)} missing; apt-get install docker.io)")
+        if find_busybox() is None and cached_image(default_cache_dir()) is None:
+            return "no static busybox to build the offline container image from (apt-get install busybox-static)"
+        return None
+
+    def prepare(self) -> str:
+        said = super().prepare()
+        reason = self.available()
+        if reason:
+            raise BackendUnavailable(reason)
+        image = self.batch_image()
+        return f"{said}; image with the docker layer built ({image.stat().st_size / 1e6:.0f} MB)"

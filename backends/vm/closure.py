@@ -26,8 +26,8 @@ from backends.vm.manifest import Entry, Manifest, Memo
 from backends.vm.steps import run_step
 from harness import proc
 
-__all__ = ["GUEST_DISTRIBUTIONS", "GUEST_MODULES", "GUEST_TOOLS", "MODULE_OPTIONS",
-           "add_modules", "add_python", "add_python_file", "add_skeleton", "add_tools", "ldd", "module_load_order"]
+__all__ = ["DOCKER_MODULES", "DOCKER_OFFLINE_IMAGE_DIR", "DOCKER_PROGRAMS", "GUEST_DISTRIBUTIONS", "GUEST_MODULES", "GUEST_TOOLS",
+           "MODULE_OPTIONS", "add_docker", "add_layer_modules", "add_modules", "add_python", "add_python_file", "add_skeleton", "add_tools", "ldd", "module_load_order"]
 
 # Modules the scenarios need (802.1q, ipvlan, macvlan, dummy, veth, bridge) plus the virtio-9p
 # stack that carries the job in and the results out.
@@ -311,4 +311,94 @@ def add_python(man: Manifest, distributions: Sequence[str]) -> tuple[list[Path],
                     elves.append(src)
         man.extra_key.append(f"dist {dist.metadata['Name']} {dist.version} {base}")
     return elves, site_dirs
+
+
+# The docker layer (`build_initramfs(..., extras=("docker",))`): docker.io's programs, guest name ->
+# the host file. The client is the 20.10 one at /usr/bin/docker, never a newer docker elsewhere on PATH.
+# The guest's dockerd uses the vfs storage driver (no overlay module, no mount per container); its bridge
+# and veth modules are in GUEST_MODULES already.
+DOCKER_PROGRAMS: tuple[str, ...] = ("dockerd", "containerd", "containerd-shim-runc-v2", "runc", "docker")
+# dockerd runs with --iptables=false, but its embedded DNS server (127.0.0.11, container names on
+# user-defined networks: `ping cid1`) is reached through DNAT/SNAT rules that libnetwork installs with
+# `iptables -t nat` inside each container's namespace, whatever --iptables says. Without iptables those
+# names do not resolve ("ping: bad address"). iptables-legacy needs the fewest modules.
+IPTABLES = Path("/usr/sbin/xtables-legacy-multi")
+XTABLES_PLUGINS = Path("/usr/lib/x86_64-linux-gnu/xtables")
+# crc32c_generic first: libcrc32c (nf_conntrack's dependency) asks the crypto API for crc32c in its init
+# (a soft dependency modinfo's `depends` does not list; without it: "nf_conntrack: Unknown symbol crc32c").
+DOCKER_MODULES: tuple[str, ...] = ("crc32c_generic", "nf_conntrack", "nf_nat", "ip_tables", "iptable_nat",
+                                   "iptable_filter", "xt_nat", "xt_tcpudp")
+# Where the guest finds the offline container image: $HARNESS_CACHE/docker, HARNESS_CACHE=/hx/cache.
+DOCKER_OFFLINE_IMAGE_DIR = "hx/cache/docker"
+
+
+def add_docker(man: Manifest) -> list[Path]:
+    """docker.io's programs in /bin (the guest's /usr/bin and /usr/sbin point there) and the offline
+    image the docker backend imports; returns the ELF files (for ldd)."""
+    from backends.docker.daemon import (
+        CONTAINERD_CANDIDATES,
+        DOCKER,
+        DOCKERD_CANDIDATES,
+        find_binary,
+        missing_binaries,
+    )
+    from backends.docker.image import build_image, default_cache_dir
+    from harness.errors import BackendUnavailable
+
+    missing = missing_binaries()
+    if missing:
+        raise ImageError(f"the guest's docker layer needs docker.io on this machine ({', '.join(missing)} missing; "
+                         "apt-get install docker.io)")
+    found = {
+        "dockerd": find_binary(DOCKERD_CANDIDATES),
+        "containerd": find_binary(CONTAINERD_CANDIDATES),
+        "containerd-shim-runc-v2": shutil.which("containerd-shim-runc-v2", path="/usr/bin:/usr/sbin:/bin:/sbin"),
+        "runc": shutil.which("runc", path="/usr/sbin:/usr/bin:/sbin:/bin"),
+        "docker": DOCKER,
+    }
+    elves = []
+    for name in DOCKER_PROGRAMS:
+        src = Path(str(found[name])).resolve()
+        man.file(f"bin/{name}", src, 0o755)
+        elves.append(src)
+    try:
+        image = build_image(default_cache_dir())  # cached on this machine; built from its static busybox
+    except BackendUnavailable as exc:  # no static busybox
+        raise ImageError(f"the guest's docker layer needs the offline container image: {exc}") from None
+    man.file(f"{DOCKER_OFFLINE_IMAGE_DIR}/{image.name}", image, 0o644)
+    if not IPTABLES.is_file():
+        raise ImageError(f"the guest's docker layer needs {IPTABLES} (Debian package iptables): Docker's embedded "
+                         "DNS is wired with iptables rules in each container")
+    man.file("bin/xtables-legacy-multi", IPTABLES, 0o755)
+    elves.append(IPTABLES)
+    for name in ("iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore"):
+        man.symlink(f"bin/{name}", "xtables-legacy-multi")
+    for plugin in sorted(XTABLES_PLUGINS.glob("*.so")):
+        man.file(plugin.as_posix(), plugin, 0o644)
+        elves.append(plugin.resolve())
+    # dockerd copies the host's resolv.conf into containers (no DNS anywhere here: an empty one).
+    man.data("etc/resolv.conf", "")
+    man.dir("var/lib", 0o755)
+    return elves
+
+
+def add_layer_modules(man: Manifest, kernel: KernelBundle, names: Sequence[str], memo: Memo, listing: str,
+                      present: Mapping[str, object]) -> None:
+    """Modules of an optional layer (those the system layer lacks), in load order, listed in `listing`
+    (/init inserts them by path; no depmod needed)."""
+    if kernel.modules_dir is None:
+        return
+    base = f"lib/modules/{kernel.release}"
+    stamps = [kernel.modules_dir / f for f in ("modules.builtin", "modules.order", "modules.dep")]
+    order = memo.get(f"modules {kernel.modules_dir} {' '.join(names)}", stamps,
+                     lambda: [[n, str(p)] for n, p in module_load_order(kernel.modules_dir, names)])
+    lines = []
+    for name, raw_path in order:  # type: ignore[attr-defined]
+        path = Path(raw_path)
+        rel = re.sub(r"\.ko\.(xz|zst|gz)$", ".ko", path.relative_to(kernel.modules_dir).as_posix())
+        if f"{base}/{rel}" in present:
+            continue  # already inserted by the system layer's list
+        man.file(f"{base}/{rel}", path, 0o644)
+        lines.append(f"/{base}/{rel} {MODULE_OPTIONS.get(name, '')}".rstrip())
+    man.data(listing, "\n".join(lines) + "\n")
 

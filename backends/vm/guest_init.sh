@@ -75,6 +75,22 @@ hx_log "init started at uptime $(hx_uptime)s"
 /bin/ip link set lo up
 [ -f /etc/hx/env ] && . /etc/hx/env
 
+# The docker layer (backends/vm/image.py, extras=("docker",)) is in the image: a real dockerd will run.
+# It needs the unified cgroup hierarchy (runc creates each container's cgroup there) and writable
+# /var/lib; /etc/hx/docker exports its settings (DOCKER_RAMDISK, the vfs storage driver, ...).
+if [ -f /etc/hx/docker ]; then
+    mount -t cgroup2 cgroup2 /sys/fs/cgroup || hx_log "cannot mount cgroup2 on /sys/fs/cgroup"
+    mount -t tmpfs -o mode=0755 varlib /var/lib
+    . /etc/hx/docker
+    # iptables' netfilter modules: Docker's embedded DNS is wired with NAT rules in each container.
+    while read -r hx_mod hx_args; do
+        [ -n "$hx_mod" ] || continue
+        # shellcheck disable=SC2086
+        insmod "$hx_mod" $hx_args || hx_log "insmod $hx_mod failed"
+    done < /etc/hx/docker-modules
+    hx_log "docker layer ready at uptime $(hx_uptime)s"
+fi
+
 # Insert the modules in the dependency order that the host computed (deps first): no modules.dep
 # parsing in the guest, and no on-demand loading later.
 if [ -f /etc/hx/modules ]; then

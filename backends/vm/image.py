@@ -9,8 +9,11 @@ packages, and ``/init`` (``backends/vm/guest_init.sh``).
 Cache layout, under ``<cache>/images/<release>/``::
 
     base-<key>.cpio                     system layer: tools, libraries, modules, Python
+    docker-<key>.cpio                   optional docker layer (extras=("docker",)): docker.io's programs,
+                                        iptables, netfilter modules, the offline container image (~195 MB)
     project-<key>.cpio                  project layer: harness/, backends/, /init
     initramfs-<base>-<project>.cpio     both concatenated: what qemu boots
+    initramfs-<base>-<docker>-<project>.cpio   the same with the docker layer between them
     memo.json                           answers of slow host queries (ldd, modinfo, busybox --list)
 
 Why two layers: the system layer (~75 MB) depends on the host's packages and interpreter and almost
@@ -43,8 +46,11 @@ from pathlib import Path
 from filelock import FileLock
 
 from backends.vm.closure import (
+    DOCKER_MODULES,
     GUEST_DISTRIBUTIONS,
     GUEST_MODULES,
+    add_docker,
+    add_layer_modules,
     add_modules,
     add_python,
     add_skeleton,
@@ -58,7 +64,7 @@ from backends.vm.steps import default_cache_dir, run_step
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GUEST_INIT", "GUEST_PROJECT_DIR", "PROJECT_PACKAGES", "build_initramfs"]
+__all__ = ["DOCKER_GUEST_ENV", "EXTRA_LAYERS", "GUEST_INIT", "GUEST_PROJECT_DIR", "PROJECT_PACKAGES", "build_initramfs"]
 
 PROJECT_PACKAGES: tuple[str, ...] = ("harness", "backends")
 GUEST_PROJECT_DIR = "/hx/project"
@@ -94,6 +100,41 @@ def _build_base_manifest(kernel: KernelBundle, modules: Sequence[str],
     }
     man.data("etc/hx/env", "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items()))
     return man, module_files
+
+
+# Optional layers between the system layer and the project layer, by name (`extras`).
+EXTRA_LAYERS: tuple[str, ...] = ("docker",)
+# What /init sources when the docker layer is in the image (it also mounts cgroup2 then): dockerd's
+# DOCKER_RAMDISK (the root is an initramfs, where pivot_root fails: runc uses MS_MOVE and chroot),
+# the vfs storage driver (nothing to mount per container), the offline image's cache, a start
+# timeout that allows for TCG, and containerd started by the harness (dockerd allows the containerd it
+# starts itself only 15 s).
+DOCKER_GUEST_ENV: Mapping[str, str] = {
+    "DOCKER_RAMDISK": "true",
+    "HARNESS_DOCKER_STORAGE_DRIVER": "vfs",
+    "HARNESS_CACHE": "/hx/cache",
+    "HARNESS_DOCKER_START_TIMEOUT": "300",
+    "HARNESS_DOCKER_OWN_CONTAINERD": "1",
+}
+
+
+def _build_docker_manifest(kernel: KernelBundle, base: Manifest, memo: Memo) -> Manifest:
+    """The docker layer: docker.io's programs, the libraries of theirs the system layer lacks, the offline
+    image, iptables and its netfilter modules (listed in /etc/hx/docker-modules), and /etc/hx/docker (its
+    presence tells /init to prepare cgroup2 and insert those modules)."""
+    man = Manifest()
+    elves = add_docker(man)
+    add_layer_modules(man, kernel, DOCKER_MODULES, memo, "etc/hx/docker-modules", base.entries)
+    libs = [Path(p) for p in memo.get("ldd docker", elves,  # type: ignore[union-attr]
+                                      lambda: sorted(str(p) for p in ldd(elves)))]
+    for lib in libs:
+        if lib.as_posix().lstrip("/") not in base.entries:
+            man.file(lib.as_posix(), lib, 0o755)
+    man.data("etc/hx/docker", "".join(f"export {k}={shlex.quote(v)}\n" for k, v in DOCKER_GUEST_ENV.items()))
+    return man
+
+
+_LAYER_BUILDERS = {"docker": _build_docker_manifest}
 
 
 def _build_project_manifest(project_root: Path, packages: Sequence[str]) -> Manifest:
@@ -195,22 +236,28 @@ def build_initramfs(kernel: KernelBundle, cache_dir: Path | None = None,
                     project_root: Path | str | None = None, *,
                     modules: Sequence[str] = GUEST_MODULES,
                     distributions: Sequence[str] = GUEST_DISTRIBUTIONS,
-                    packages: Sequence[str] = PROJECT_PACKAGES) -> Path:
+                    packages: Sequence[str] = PROJECT_PACKAGES, extras: Sequence[str] = ()) -> Path:
     """The guest initramfs for ``kernel`` and the project at ``project_root``, from the cache when
     nothing that goes into it changed.
 
-    Returns the path of one uncompressed cpio file: the cached system layer followed by the
-    project layer. ``project_root`` defaults to the checkout holding this package.
+    Returns the path of one uncompressed cpio file: the cached system layer, the optional layers named
+    in ``extras`` (``"docker"``: a real Docker engine, see `_build_docker_manifest`), then the project
+    layer. ``project_root`` defaults to the checkout holding this package.
     """
+    unknown = [x for x in extras if x not in EXTRA_LAYERS]
+    if unknown:
+        raise ValueError(f"unknown image layer(s) {', '.join(unknown)}; known: {', '.join(EXTRA_LAYERS)}")
     root = Path(project_root).resolve() if project_root else PROJECT_ROOT
     images = (cache_dir or default_cache_dir()) / "images" / kernel.release
     images.mkdir(parents=True, exist_ok=True)
     memo = Memo(images / "memo.json")
     base_man, module_files = _build_base_manifest(kernel, modules, distributions, memo)
+    extra_mans = {x: _LAYER_BUILDERS[x](kernel, base_man, memo) for x in dict.fromkeys(extras)}
     memo.save()
     proj_man = _build_project_manifest(root, packages)
     base_key, proj_key = base_man.key()[:20], proj_man.key()[:20]
-    combined = images / f"initramfs-{base_key}-{proj_key}.cpio"
+    extra_keys = {x: m.key()[:20] for x, m in extra_mans.items()}
+    combined = images / f"initramfs-{'-'.join([base_key, *extra_keys.values(), proj_key])}.cpio"
     with FileLock(images / ".lock"):
         if combined.is_file():
             os.utime(combined)  # most recently used: pruned last
@@ -224,13 +271,23 @@ def build_initramfs(kernel: KernelBundle, cache_dir: Path | None = None,
                 _write_archive(base_man, base, extra, staged)
             log.info("built guest system layer %s (%.1f MB) in %.1f s", base.name,
                      base.stat().st_size / 1e6, time.monotonic() - t0)
+        layers = []
+        for name, man in extra_mans.items():
+            layer = images / f"{name}-{extra_keys[name]}.cpio"
+            if not layer.is_file():
+                t0 = time.monotonic()
+                _write_archive(man, layer)
+                log.info("built guest %s layer %s (%.1f MB) in %.1f s", name, layer.name,
+                         layer.stat().st_size / 1e6, time.monotonic() - t0)
+            os.utime(layer)
+            layers.append(layer)
         project = images / f"project-{proj_key}.cpio"
         if not project.is_file():
             _write_archive(proj_man, project)
         tmp_combined = combined.with_name(f".hx-{combined.name}.{os.getpid()}.tmp")
         try:
             with open(tmp_combined, "wb") as out:
-                for part in (base, project):
+                for part in (base, *layers, project):
                     with open(part, "rb") as fh:
                         shutil.copyfileobj(fh, out, 1 << 22)
             os.replace(tmp_combined, combined)
@@ -244,7 +301,7 @@ def build_initramfs(kernel: KernelBundle, cache_dir: Path | None = None,
 def _prune(images: Path) -> None:
     """Keep the most recently used few images per release; a cache must not grow without bound."""
     for pattern, keep in (("initramfs-*.cpio", _KEEP_IMAGES), ("project-*.cpio", _KEEP_IMAGES),
-                          ("base-*.cpio", 2)):
+                          ("base-*.cpio", 2), *((f"{x}-*.cpio", 2) for x in EXTRA_LAYERS)):
         files = sorted(images.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
         for old in files[keep:]:
             # A concurrent run (another checkout, an xdist worker) may be about to boot an image it
