@@ -111,7 +111,18 @@ def _unavailable(exc: Exception) -> int:
     return 2
 
 
+def _unraisable(unraisable) -> None:
+    """pyroute2 keeps an asyncio event loop per netlink socket. When a signal unwinds a run, a loop may be
+    finalized after its selector's descriptor was closed, and asyncio's `__del__` then raises
+    "Invalid file descriptor: -1" into the void at exit: nothing is left open, so that one is not printed."""
+    where = getattr(unraisable.object, "__qualname__", "")
+    if isinstance(unraisable.exc_value, ValueError) and where == "BaseEventLoop.__del__":
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    sys.unraisablehook = _unraisable
     args = build_parser().parse_args(argv)
     # SIGINT and SIGTERM unwind the run so every undo runs; a run that saw one exits 128+N, even if its
     # exception was lost on the way (see harness.proc). The command line itself (argv None) leaves

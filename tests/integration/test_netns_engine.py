@@ -179,7 +179,7 @@ def test_clean_removes_only_harness_leftovers(netns):
 def test_cli_run_json_and_junit(netns, tmp_path):
     run_id = secrets.token_hex(2)
     proc = _run_harness(["run", "--backend", "netns", "-q", "--json", str(tmp_path / "r.json"),
-                         "--junit", str(tmp_path / "r.xml"), "-k", "bridge or errors or vlan50", str(SCENARIOS)], run_id)
+                         "--junit", str(tmp_path / "r.xml"), "-k", "macvlan-bridge or macvlan-errors or macvlan-vlan50", str(SCENARIOS)], run_id)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, out + err
     import json

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import textwrap
 from pathlib import Path
 
@@ -409,3 +410,20 @@ def test_a_message_built_without_escaping_still_prints(argv, words, capsys):
     code, out, err = run(capsys, "run", "-q", *argv, str(SCENARIOS / "macvlan-bridge.yaml"))
     assert code == 2
     assert words in err and "MarkupError" not in err
+
+
+def test_only_the_event_loop_finalizer_noise_is_kept_quiet_at_exit(monkeypatch):
+    import asyncio.base_events
+    import types
+
+    from harness.cli import _unraisable
+
+    seen = []
+    monkeypatch.setattr(sys, "__unraisablehook__", seen.append)
+    noise = types.SimpleNamespace(exc_value=ValueError("Invalid file descriptor: -1"),
+                                  object=asyncio.base_events.BaseEventLoop.__del__)
+    _unraisable(noise)
+    assert seen == []
+    other = types.SimpleNamespace(exc_value=ValueError("something else"), object=print)
+    _unraisable(other)
+    assert seen == [other]
