@@ -113,8 +113,8 @@ class RealDocker:
     def version(self) -> str:
         """The engine's server version (`docker version`) once its daemon runs ("" before): what
         `harness conform` reports as the real side's Docker."""
-        daemon = getattr(self.session, "daemon", None)
-        return getattr(daemon, "version", "") if daemon is not None else ""
+        daemon = self.session.daemon  # a DockerSession: None until the first docker command
+        return daemon.version if daemon is not None else ""
 
     # -- commands ---------------------------------------------------------------------------------------
 
