@@ -71,8 +71,11 @@ def from_config(text: str, source: str, modules: Collection[str] = GUEST_MODULES
 
 
 def code_key(project_root: Path) -> str:
-    """The probe runs the project's code: its answer is re-asked when backends/netns.py changes."""
-    return hashlib.sha256((project_root / "backends" / "netns.py").read_bytes()).hexdigest()[:12]
+    """The probe runs the project's code: its answer is re-asked when backends/netns*.py changes."""
+    digest = hashlib.sha256()
+    for name in ("netns.py", "netns_owners.py"):
+        digest.update((project_root / "backends" / name).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 class ProbeCache:

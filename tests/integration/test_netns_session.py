@@ -172,14 +172,15 @@ def test_clean_removes_a_namespace_whose_owner_pid_was_reused(backend):
 
 def test_the_capability_probe_claims_its_namespace_under_its_own_label(backend, monkeypatch):
     import backends.netns as nb
+    import backends.netns_owners as nbo
 
     seen = []
-    original = nb._claim
+    original = nbo._claim
     def claim(prefix, label):
         seen.append((prefix, label))
         return original(prefix, label)
 
-    monkeypatch.setattr(nb, "_claim", claim)
+    monkeypatch.setattr(nbo, "_claim", claim)
     nb.probe_capabilities.cache_clear()
     try:
         caps = nb.probe_capabilities()
@@ -187,4 +188,4 @@ def test_the_capability_probe_claims_its_namespace_under_its_own_label(backend, 
         nb.probe_capabilities.cache_clear()
     assert caps["veth"].available
     assert [label for _, label in seen] == ["capability probe"]
-    assert not Path(nb.OWNERS_DIR, f"{seen[0][0]}.pid").exists()  # released when done
+    assert not Path(nbo.OWNERS_DIR, f"{seen[0][0]}.pid").exists()  # released when done

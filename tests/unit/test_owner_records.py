@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-import backends.netns as nb
+import backends.netns_owners as nbo
 
 
 @pytest.fixture
 def owners(tmp_path, monkeypatch) -> Path:
     directory = tmp_path / "owners"
-    monkeypatch.setattr(nb, "OWNERS_DIR", str(directory))
+    monkeypatch.setattr(nbo, "OWNERS_DIR", str(directory))
     return directory
 
 
@@ -30,8 +30,8 @@ def owners(tmp_path, monkeypatch) -> Path:
 def netns_dir(tmp_path, monkeypatch) -> Path:
     directory = tmp_path / "netns"
     directory.mkdir()
-    monkeypatch.setattr(nb, "NETNS_DIR", str(directory))
-    monkeypatch.setattr(nb, "_remove_netns", lambda name: os.unlink(directory / name))
+    monkeypatch.setattr(nbo, "NETNS_DIR", str(directory))
+    monkeypatch.setattr(nbo, "_remove_netns", lambda name: os.unlink(directory / name))
     return directory
 
 
@@ -58,7 +58,7 @@ def dead_pid() -> int:
 
 def test_a_claim_names_the_process_its_start_time_and_the_scenario(owners):
     before = datetime.now().astimezone()
-    nb._claim("hxab12m1", "macvlan-bridge")
+    nbo._claim("hxab12m1", "macvlan-bridge")
     record = json.loads((owners / "hxab12m1.pid").read_text())
     assert set(record) == {"pid", "scenario", "started", "starttime"}
     assert record["pid"] == os.getpid() and record["scenario"] == "macvlan-bridge"
@@ -67,19 +67,19 @@ def test_a_claim_names_the_process_its_start_time_and_the_scenario(owners):
     assert started.tzinfo is not None and abs((started - before).total_seconds()) < 5
     assert [p.name for p in owners.iterdir()] == ["hxab12m1.pid"]  # no temporary file left beside it
 
-    owner = nb._live_owner("hxab12m1")
+    owner = nbo._live_owner("hxab12m1")
     assert owner is not None and owner.pid == os.getpid() and owner.scenario == "macvlan-bridge"
     assert owner.describe() == f"scenario macvlan-bridge, pid {os.getpid()}"
 
 
 def test_release_removes_the_record_and_the_empty_directory(owners):
-    nb._claim("hxab12m1", "a")
-    nb._claim("hxab12m2", "b")
-    nb._release("hxab12m1")
+    nbo._claim("hxab12m1", "a")
+    nbo._claim("hxab12m2", "b")
+    nbo._release("hxab12m1")
     assert [p.name for p in owners.iterdir()] == ["hxab12m2.pid"]  # another run's record stays
-    nb._release("hxab12m2")
+    nbo._release("hxab12m2")
     assert not owners.exists()
-    nb._release("hxab12m3")  # nothing to release: fine
+    nbo._release("hxab12m3")  # nothing to release: fine
 
 
 def test_a_reused_pid_is_not_the_owner(owners):
@@ -87,8 +87,8 @@ def test_a_reused_pid_is_not_the_owner(owners):
     live = os.getpid()
     write_record(owners, "hxab12m1", {"pid": live, "scenario": "macvlan-bridge", "started": "2024-01-01T00:00:00+00:00",
                                       "starttime": start_time(live) - 1})
-    assert nb._read_owner("hxab12m1").pid == live  # the record itself reads fine
-    assert nb._live_owner("hxab12m1") is None
+    assert nbo._read_owner("hxab12m1").pid == live  # the record itself reads fine
+    assert nbo._live_owner("hxab12m1") is None
 
 
 def test_a_live_owner_with_a_matching_start_time_is_alive(owners):
@@ -96,12 +96,12 @@ def test_a_live_owner_with_a_matching_start_time_is_alive(owners):
         try:
             write_record(owners, "hxab12m1", {"pid": child.pid, "scenario": "ipvlan-l2",
                                               "started": "2024-01-01T00:00:00+00:00", "starttime": start_time(child.pid)})
-            owner = nb._live_owner("hxab12m1")
+            owner = nbo._live_owner("hxab12m1")
             assert owner is not None and (owner.pid, owner.scenario) == (child.pid, "ipvlan-l2")
         finally:
             child.kill()
         child.wait()
-    assert nb._live_owner("hxab12m1") is None  # once it is gone
+    assert nbo._live_owner("hxab12m1") is None  # once it is gone
 
 
 def test_a_zombie_owner_is_dead(owners):
@@ -112,34 +112,34 @@ def test_a_zombie_owner_is_dead(owners):
         time.sleep(0.01)
     try:
         write_record(owners, "hxab12m1", {"pid": child.pid, "scenario": "x", "started": "", "starttime": None})
-        assert nb._live_owner("hxab12m1") is None
+        assert nbo._live_owner("hxab12m1") is None
     finally:
         child.wait()
 
 
 def test_an_old_plain_pid_record_is_still_understood(owners, dead_pid):
     write_record(owners, "hxab12m1", f"{os.getpid()}\n")
-    owner = nb._live_owner("hxab12m1")
+    owner = nbo._live_owner("hxab12m1")
     assert owner is not None and owner.pid == os.getpid() and owner.scenario == "" and owner.starttime is None
     assert owner.describe() == f"pid {os.getpid()}"
     write_record(owners, "hxab12m2", str(dead_pid))
-    assert nb._read_owner("hxab12m2").pid == dead_pid and nb._live_owner("hxab12m2") is None
+    assert nbo._read_owner("hxab12m2").pid == dead_pid and nbo._live_owner("hxab12m2") is None
 
 
 @pytest.mark.parametrize("content", ["", "not json", "0", "-5", "true", "[1, 2]", '{"pid": "42"}', '{"scenario": "x"}',
                                      '{"pid": true}'])
 def test_an_unreadable_record_names_no_owner(owners, content):
     write_record(owners, "hxab12m1", content)
-    assert nb._read_owner("hxab12m1") is None and nb._live_owner("hxab12m1") is None
+    assert nbo._read_owner("hxab12m1") is None and nbo._live_owner("hxab12m1") is None
 
 
 def test_no_record_names_no_owner(owners):
-    assert nb._read_owner("hxab12m1") is None and nb._live_owner("hxab12m1") is None
+    assert nbo._read_owner("hxab12m1") is None and nbo._live_owner("hxab12m1") is None
 
 
 def test_a_record_without_start_time_falls_back_to_the_pid(owners):
     write_record(owners, "hxab12m1", {"pid": os.getpid(), "scenario": "s"})
-    owner = nb._live_owner("hxab12m1")
+    owner = nbo._live_owner("hxab12m1")
     assert owner is not None and owner.scenario == "s" and owner.starttime is None
 
 
@@ -150,12 +150,12 @@ def test_clean_removes_the_dead_and_names_whose_it_keeps(owners, netns_dir, dead
     names = ["hxab12m1-host", "hxab12m1-up", "hxab12m2-host", "hxab12m3-c1", "hxab12m4-rt", "hxkeepme", "other"]
     for name in names:
         (netns_dir / name).touch()
-    nb._claim("hxab12m1", "macvlan-bridge")  # a live session of this process
+    nbo._claim("hxab12m1", "macvlan-bridge")  # a live session of this process
     write_record(owners, "hxab12m2", {"pid": os.getpid(), "scenario": "reused", "starttime": start_time(os.getpid()) + 7})
     write_record(owners, "hxab12m3", str(dead_pid))  # an old record of a dead run
     # hxab12m4: no record at all (a run killed before it wrote one, or one whose record was cleaned)
 
-    removed, kept = nb.clean_leftovers()
+    removed, kept = nbo.clean_leftovers()
 
     me = os.getpid()
     assert kept == [f"hxab12m1-host (scenario macvlan-bridge, pid {me})", f"hxab12m1-up (scenario macvlan-bridge, pid {me})"]
@@ -167,5 +167,5 @@ def test_clean_removes_the_dead_and_names_whose_it_keeps(owners, netns_dir, dead
 def test_clean_can_be_narrowed_to_one_run(owners, netns_dir):
     for name in ("hxab12m1-host", "hxcd34m1-host"):
         (netns_dir / name).touch()
-    assert nb.clean_leftovers(match="hxcd34") == (["hxcd34m1-host"], [])
+    assert nbo.clean_leftovers(match="hxcd34") == (["hxcd34m1-host"], [])
     assert [p.name for p in netns_dir.iterdir()] == ["hxab12m1-host"]

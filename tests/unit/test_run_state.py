@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import backends.netns as nb
+import backends.netns_owners as nbo
 from harness import proc
 from harness.errors import HarnessError
 
@@ -26,7 +27,7 @@ SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 @pytest.fixture
 def owners(tmp_path, monkeypatch) -> Path:
     directory = tmp_path / "owners"
-    monkeypatch.setattr(nb, "OWNERS_DIR", str(directory))
+    monkeypatch.setattr(nbo, "OWNERS_DIR", str(directory))
     return directory
 
 
@@ -56,11 +57,11 @@ def test_removing_a_bad_name_touches_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "x").write_text("keep")
     touched = []
-    monkeypatch.setattr(nb.netns, "remove", lambda name: touched.append(name))
+    monkeypatch.setattr(nbo.netns, "remove", lambda name: touched.append(name))
     with pytest.raises(HarnessError):
-        nb._remove_netns("../x")
+        nbo._remove_netns("../x")
     with pytest.raises(HarnessError):
-        nb._remove_netns("x/..")
+        nbo._remove_netns("x/..")
     assert touched == [] and (tmp_path / "x").read_text() == "keep"
 
 
@@ -68,36 +69,36 @@ def test_removing_a_bad_name_touches_nothing(tmp_path, monkeypatch):
 
 
 def test_a_claim_is_exclusive(owners, dead_pid):
-    assert nb._claim("hxab12m1", "first") is True
-    assert nb._claim("hxab12m1", "second") is False  # even by the same process: one claim, one owner
-    assert nb._read_owner("hxab12m1").scenario == "first"
+    assert nbo._claim("hxab12m1", "first") is True
+    assert nbo._claim("hxab12m1", "second") is False  # even by the same process: one claim, one owner
+    assert nbo._read_owner("hxab12m1").scenario == "first"
     owners.joinpath("hxab12m2.pid").write_text(str(dead_pid))  # a killed run's record: not taken over
-    assert nb._claim("hxab12m2", "third") is False
+    assert nbo._claim("hxab12m2", "third") is False
     assert sorted(p.name for p in owners.iterdir()) == ["hxab12m1.pid", "hxab12m2.pid"]  # no temporary file
 
 
 def test_a_prefix_claimed_or_used_is_skipped(owners, tmp_path, monkeypatch):
     netns_dir = tmp_path / "netns"
     netns_dir.mkdir()
-    monkeypatch.setattr(nb, "NETNS_DIR", str(netns_dir))
+    monkeypatch.setattr(nbo, "NETNS_DIR", str(netns_dir))
     candidates = ["hxab12m1", "hxab12m2", "hxab12m3"]
-    monkeypatch.setattr(nb, "prefix_candidates", lambda: list(candidates))
-    nb._claim("hxab12m1", "a live run")
+    monkeypatch.setattr(nbo, "prefix_candidates", lambda: list(candidates))
+    nbo._claim("hxab12m1", "a live run")
     (netns_dir / "hxab12m2-up").touch()  # a killed run's namespace, no record
-    assert nb._claim_prefix("mine") == "hxab12m3"
+    assert nbo._claim_prefix("mine") == "hxab12m3"
     with pytest.raises(HarnessError, match="every namespace prefix of this run .* is in use"):
-        nb._claim_prefix("one too many")
+        nbo._claim_prefix("one too many")
 
 
 def _claim_and_release(directory: str, worker: int, cycles: int, queue) -> None:
-    nb.OWNERS_DIR = directory
+    nbo.OWNERS_DIR = directory
     failures = 0
     for i in range(cycles):
         prefix = f"hx{worker:02x}{i % 16:x}0m1"
         try:
-            if not nb._claim(prefix, "stress"):
+            if not nbo._claim(prefix, "stress"):
                 failures += 1
-            nb._release(prefix)
+            nbo._release(prefix)
         except OSError:
             failures += 1
     queue.put(failures)
