@@ -11,6 +11,7 @@ Errors are `DockerError`s with Docker's own wording.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from harness.errors import DockerError
@@ -73,6 +74,22 @@ def _subnet_matches(subnet: str, data: str) -> bool:
     return ip is not None and ip.version == net.version and ip in net
 
 
+def _one_per_subnet(values: Sequence[str], subnets: Sequence[str], unmatched: str, twice: str) -> dict[int, str]:
+    """Each value paired with the subnet(s) containing it, at most one per subnet, in Docker's words."""
+    chosen: dict[int, str] = {}
+    for v in values:
+        matched = False
+        for i, s in enumerate(subnets):
+            if _subnet_matches(s, v):
+                if i in chosen:
+                    raise DockerError(twice.format(v=v, other=chosen[i], s=s))
+                chosen[i] = v
+                matched = True
+        if not matched:
+            raise DockerError(unmatched.format(v=v))
+    return chosen
+
+
 def consolidate_ipam(
     subnets: tuple[str, ...],
     ranges: tuple[str, ...],
@@ -89,29 +106,12 @@ def consolidate_ipam(
         for other in subnets[:i]:
             if _subnet_matches(s, other) or _subnet_matches(other, s):
                 raise DockerError("multiple overlapping subnet configuration is not supported")
-    gw: dict[int, str] = {}
-    rng: dict[int, str] = {}
+    # Ranges first, then gateways: the CLI's order, so the first error is Docker's first error.
+    rng = _one_per_subnet(ranges, subnets, "no matching subnet for range {v}",
+                          "cannot configure multiple ranges ({v}, {other}) on the same subnet ({s})")
+    gw = _one_per_subnet(gateways, subnets, "no matching subnet for gateway {v}",
+                         "cannot configure multiple gateways ({v}, {other}) for the same subnet ({s})")
     aux_by: dict[int, list[tuple[str, str]]] = {i: [] for i in range(len(subnets))}
-    for r in ranges:
-        matched = False
-        for i, s in enumerate(subnets):
-            if _subnet_matches(s, r):
-                if i in rng:
-                    raise DockerError(f"cannot configure multiple ranges ({r}, {rng[i]}) on the same subnet ({s})")
-                rng[i] = r
-                matched = True
-        if not matched:
-            raise DockerError(f"no matching subnet for range {r}")
-    for g in gateways:
-        matched = False
-        for i, s in enumerate(subnets):
-            if _subnet_matches(s, g):
-                if i in gw:
-                    raise DockerError(f"cannot configure multiple gateways ({g}, {gw[i]}) for the same subnet ({s})")
-                gw[i] = g
-                matched = True
-        if not matched:
-            raise DockerError(f"no matching subnet for gateway {g}")
     for name, value in aux:
         matched = False
         for i, s in enumerate(subnets):
