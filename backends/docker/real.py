@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -46,7 +47,9 @@ from harness.plan import ReachCheck
 from harness.proc import CommandResult
 
 DRIVERS = ("macvlan", "ipvlan")
-RUN_TIMEOUT = 60.0
+# How long one client command may take: a `docker run` in a loaded TCG guest can take minutes (the guest
+# image raises it through HARNESS_DOCKER_RUN_TIMEOUT).
+RUN_TIMEOUT = float(os.environ.get("HARNESS_DOCKER_RUN_TIMEOUT", 60))
 _NOISE = re.compile(r"^(time=\"[^\"]*\" level=\w+ .*|See '.*--help'\.?|Run '.*--help' for more information\.?)$")
 _PREFIXES = ("docker: ", "Error response from daemon: ")
 

@@ -106,14 +106,15 @@ def _build_base_manifest(kernel: KernelBundle, modules: Sequence[str],
 EXTRA_LAYERS: tuple[str, ...] = ("docker",)
 # What /init sources when the docker layer is in the image (it also mounts cgroup2 then): dockerd's
 # DOCKER_RAMDISK (the root is an initramfs, where pivot_root fails: runc uses MS_MOVE and chroot),
-# the vfs storage driver (nothing to mount per container), the offline image's cache, a start
-# timeout that allows for TCG, and containerd started by the harness (dockerd allows the containerd it
+# the vfs storage driver (nothing to mount per container), the offline image's cache, start and
+# client-command timeouts that allow for TCG, and containerd started by the harness (dockerd allows the containerd it
 # starts itself only 15 s).
 DOCKER_GUEST_ENV: Mapping[str, str] = {
     "DOCKER_RAMDISK": "true",
     "HARNESS_DOCKER_STORAGE_DRIVER": "vfs",
     "HARNESS_CACHE": "/hx/cache",
     "HARNESS_DOCKER_START_TIMEOUT": "300",
+    "HARNESS_DOCKER_RUN_TIMEOUT": "300",
     "HARNESS_DOCKER_OWN_CONTAINERD": "1",
 }
 
