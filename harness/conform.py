@@ -21,6 +21,9 @@ a real engine share (`record_facts`, called by the engine at the end of a scenar
 one key are compared as a set: a container's addresses on one interface are one row) and returns a
 `Comparison`: one `Row` per key, `equal`, `differs`, `emulated only` or `real only`, each difference
 matched against the known, explained divergences (`load_divergences`, `conformance/divergences.yaml`).
+Where Docker's choice is random (a network's subnet order: `harness.docker.choices`), `real_choices` reads
+the order the real engine took from its facts, and `harness conform` runs the emulation pinned to it, so
+the two sides are compared on the same choice.
 Docker's ids (12 or 64 hex digits, also in names such as the dummy parent `dm-<id>`) compare as `<id>`:
 both sides make their own. The `version` fact is shown,
 never a difference: it says which Docker each side was.
@@ -39,6 +42,7 @@ import yaml
 
 from harness.checks import normalize_error
 from harness.errors import HarnessError
+from harness.model import NOWHERE
 from harness.results import ERROR, SKIP, ScenarioResult
 
 DIVERGENCES_PATH = Path(__file__).resolve().parent.parent / "conformance" / "divergences.yaml"
@@ -157,6 +161,36 @@ def version_of(result: ScenarioResult | None) -> str:
         if f.get("kind") == "version":
             return str(f.get("value", ""))
     return ""
+
+
+# -- Docker's random choices ---------------------------------------------------------------------------
+
+
+def real_choices(scenario, real: ScenarioResult | None, profile: str) -> tuple:
+    """The order a real engine took at each of the scenario's random choices (`harness.docker.choices`),
+    read back from its facts (`docker network inspect` lists a network's subnets in the order the daemon
+    received and allocates from them), as `Scenario.docker_choices` entries; () when the scenario has no
+    random choice, pins its own in the file, or the real run recorded nothing to read it from."""
+    from harness.docker.emulated import compile_scenario  # the diff itself needs no emulation
+
+    if real is None or not real.facts or scenario.docker_choices:
+        return ()
+    points = compile_scenario(scenario, profile).emulator.choice_points
+    subnets: dict[str, list[str]] = {}
+    for f in real.facts:
+        if f.get("kind") == "subnet":
+            subnets.setdefault(str(f.get("node")), []).append(str(f.get("value", "")).split()[0])
+    pinned = []
+    for key, point in sorted(points.items()):
+        network = key.rsplit(" ", 2)[0]
+        order = tuple(text for text in subnets.get(network, ()) if text in point.options)
+        if sorted(order) == sorted(point.options):
+            pinned.append((key, order, NOWHERE))
+    return tuple(pinned)
+
+
+def describe_choices(choices: tuple) -> list[str]:
+    return [f"{key}: {', '.join(order)}" for key, order, _ in choices]
 
 
 # -- known divergences -------------------------------------------------------------------------------
@@ -365,6 +399,7 @@ class Comparison:
     emulated: ScenarioResult | None = None
     real: ScenarioResult | None = None
     rows: list[Row] = field(default_factory=list)
+    choices: list[str] = field(default_factory=list)  # Docker's random choices, as the real engine took them
 
     @property
     def differences(self) -> list[Row]:
@@ -388,6 +423,7 @@ class Comparison:
         return {
             "scenario": self.scenario, "path": self.path, "status": self.status, "reason": self.reason,
             "emulated": side(self.emulated), "real": side(self.real),
+            "docker_choices": self.choices,
             "differences": len(self.differences), "unexplained": len(self.unexplained),
             "rows": [r.to_dict() for r in self.rows],
             "results": {"emulated": self.emulated.to_dict() if self.emulated else None,
@@ -447,11 +483,13 @@ def not_compared_reason(emulated: ScenarioResult | None, real: ScenarioResult | 
 
 
 def compare(emulated: ScenarioResult | None, real: ScenarioResult | None,
-            divergences: Sequence[Divergence] = ()) -> Comparison:
-    """The rows of one scenario, emulated vs real, with the known divergences applied."""
+            divergences: Sequence[Divergence] = (), choices: Sequence[str] = ()) -> Comparison:
+    """The rows of one scenario, emulated vs real, with the known divergences applied; `choices` says which
+    of Docker's random choices the real engine took (and the emulation was pinned to)."""
     base = emulated or real
     name = base.scenario if base else "?"
-    comparison = Comparison(name, base.path if base else "", CONFORMS, emulated=emulated, real=real)
+    comparison = Comparison(name, base.path if base else "", CONFORMS, emulated=emulated, real=real,
+                            choices=list(choices))
     reason = not_compared_reason(emulated, real)
     if reason:
         comparison.status, comparison.reason = NOT_COMPARED, reason

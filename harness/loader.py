@@ -46,6 +46,7 @@ from harness.model import (
     Step,
     Topology,
     ifname_error,
+    one_of,
 )
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "scenarios" / "schema.json"
@@ -275,6 +276,8 @@ def parse_scenario(text: str, path: str = "<memory>") -> Scenario:
         steps=tuple(steps),
         expect=expect,
         path=path,
+        docker_choices=tuple((str(key), tuple(str(v) for v in order), doc.loc("docker_choices", key))
+                             for key, order in (data.get("docker_choices") or {}).items()),
     )
 
 
@@ -426,7 +429,8 @@ def _expect(doc: _Doc, exp: dict, containers: set[str], steps) -> Expect:
     for name, values in (exp.get("addresses") or {}).items():
         known(name, "expect", "addresses", name)
         for j, v in enumerate(values):
-            _interface(doc, v, "expect", "addresses", name, j)
+            for one in one_of(v):
+                _interface(doc, one, "expect", "addresses", name, j)
         addresses.append((name, tuple(values), doc.loc("expect", "addresses", name)))
     routes = [(known(n, "expect", "routes", n), tuple(v), doc.loc("expect", "routes", n))
               for n, v in (exp.get("routes") or {}).items()]

@@ -28,6 +28,14 @@ def is_ip_address(text: str) -> bool:
         return False
 
 
+
+ONE_OF = " or "
+
+
+def one_of(expected: str) -> list[str]:
+    """An expected value with Docker's alternatives (`192.168.110.3/24 or 192.168.112.3/24`): each one."""
+    return [part.strip() for part in expected.split(ONE_OF)]
+
 @dataclass(frozen=True)
 class Location:
     file: str
@@ -373,6 +381,9 @@ class Scenario:
     expect: Expect = field(default_factory=Expect)
     path: str = "<memory>"
     description: str = ""
+    # Docker's random choices pinned for the emulation (`docker_choices:`; harness.docker.choices):
+    # (key, the options in the order Docker takes them, where the file says so).
+    docker_choices: tuple[tuple[str, tuple[str, ...], Location], ...] = ()
 
     @property
     def container_names(self) -> tuple[str, ...]:

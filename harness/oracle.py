@@ -195,13 +195,15 @@ class Oracle:
         return any(p.interface.ip == ip and ("wire", p.vlan) == segment for p in self.world.router_ports)
 
     def _routed(self, src: Address, dst: Address) -> tuple[bool, str]:
-        if dst.owner == "gateway":
-            return False, "the gateway is on another segment or subnet"
         gw_src, gw_dst = self._gateway_of(src), self._gateway_of(dst)
         if gw_src is None:
             return False, f"{src.owner} has no route to {dst.network}"
         if not self._router_port(gw_src, src.segment):
             return False, f"{src.owner}'s gateway {gw_src} is not on its segment"
+        if dst.owner == "gateway":
+            # The router owns every gateway address: it delivers locally and answers through the port
+            # the source's gateway is on, forwarding or not.
+            return True, f"the router holds {dst.ip} and answers through {src.owner}'s gateway {gw_src}"
         if not self.world.forwarding:
             return False, "different subnets or VLANs and the router does not route between them"
         if gw_dst is None or not self._router_port(gw_dst, dst.segment):

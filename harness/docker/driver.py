@@ -19,6 +19,7 @@ import ipaddress
 import random
 
 from harness.docker import ipam
+from harness.docker.choices import ChoicePoint, pin
 from harness.docker.common import (  # noqa: F401  (re-exported: harness.loader imports DRIVERS from here)
     DRIVERS,
     HOST,
@@ -87,6 +88,7 @@ class DockerEmulator(NetworksMixin, ContainersMixin):
         self.shared: dict[str, ContainerState] = {}  # --net=host / container:X: no namespace of their own
         self.outputs: dict[int, str] = {}  # step index -> what the command prints (network inspect, ls)
         self.notes: list[str] = []  # where Docker's own choice is not deterministic
+        self.choice_points: dict[str, ChoicePoint] = {}  # the random choices met, by key
         self.counter = 0
         self.clock = 0  # seconds after 2026-01-01T00:00:00Z: network Created times
         self.rng = random.Random(scenario.name)
@@ -97,9 +99,16 @@ class DockerEmulator(NetworksMixin, ContainersMixin):
         return copy.deepcopy({k: v for k, v in self.__dict__.items() if k not in ("scenario", "profile")})
 
     def restore(self, snap: dict) -> None:
-        notes = self.notes  # what the plan says about Docker's nondeterminism survives a refused command
+        # What the plan says about Docker's nondeterminism survives a refused command.
+        notes, points = self.notes, self.choice_points
         self.__dict__.update(copy.deepcopy(snap))
-        self.notes = notes
+        self.notes, self.choice_points = notes, points
+
+    def choose(self, key: str, items: list, labels: list[str], note: str) -> list:
+        """One of Docker's random choices: recorded, and taken in command-line order unless pinned."""
+        self.choice_points.setdefault(key, ChoicePoint(key, tuple(labels), note))
+        self.notes.append(note)
+        return pin(self.scenario, key, items, labels)
 
     # -- entry point ----------------------------------------------------------------------------------
 

@@ -5,6 +5,8 @@ succeeds on the kernel, and returns a `CompiledScenario`: the backend-neutral `P
 prints, whose `required_features` choose the backend), the VLAN of every subnet Docker creates (the
 switch must carry them before any command runs), and the emulator's end state. It is cached per scenario
 object and profile, so choosing a backend, building the world and executing share one compile.
+`alternatives(scenario, profile)` compiles it under every order Docker's random choices can take
+(`harness.docker.choices`).
 `EmulatedDocker` executes those compiled steps in a session. When the kernel refuses an operation
 Docker would have reported (a passthru parent already taken, a missing ipvlan module), it undoes the
 command's partial work in reverse, as Docker does, answers with Docker's message, and from then on
@@ -13,14 +15,16 @@ compiles live from the state Docker would really have.
 
 from __future__ import annotations
 
+import itertools
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from harness.docker.base import DockerState, StepOutcome
+from harness.docker.choices import check_pinned
 from harness.docker.driver import DockerEmulator
 from harness.docker.profiles import DEFAULT_PROFILE
 from harness.errors import HarnessError, KernelError
-from harness.model import IPNetwork, Scenario, Step
+from harness.model import NOWHERE, IPNetwork, Scenario, Step
 from harness.plan import AddLink, CompiledStep, Op, Plan, inverse, render
 from harness.world import World
 
@@ -33,6 +37,7 @@ class CompiledScenario:
     emulator: DockerEmulator  # the end state if every step succeeds; read it, never mutate it
 
 
+MAX_ALTERNATIVES = 120  # 5! orders of one network's subnets; more is not a documented example
 _cache: dict[tuple[int, str], CompiledScenario] = {}
 _cache_lock = threading.Lock()
 
@@ -54,6 +59,7 @@ def compile_scenario(scenario: Scenario, profile: str = DEFAULT_PROFILE) -> Comp
             if net.id not in seen:
                 vlan = emulator.vlan_of(net.parent)
                 seen[net.id] = [(pool.subnet, vlan) for pool in net.pools]
+    check_pinned(scenario, emulator.choice_points)
     vlans = tuple(entry for entries in seen.values() for entry in entries)
     world = World.of(scenario.topology, vlans)
     compiled = CompiledScenario(scenario, Plan(scenario.name, emulator.profile.name, world.ops(), tuple(steps),
@@ -64,6 +70,26 @@ def compile_scenario(scenario: Scenario, profile: str = DEFAULT_PROFILE) -> Comp
             _cache.clear()
         _cache[key] = compiled
     return compiled
+
+
+def alternatives(scenario: Scenario, profile: str = DEFAULT_PROFILE, limit: int = MAX_ALTERNATIVES
+                 ) -> list[CompiledScenario]:
+    """The scenario compiled under every combination of Docker's random choices (the command-line order
+    first), at most `limit` of them. A choice that only appears under another choice's outcome is found by
+    compiling again until no new one appears."""
+    points = dict(compile_scenario(scenario, profile).emulator.choice_points)
+    while True:
+        keys = sorted(points)
+        combos = itertools.islice(itertools.product(*(itertools.permutations(points[k].options) for k in keys)),
+                                  limit)
+        out = []
+        for combo in combos:
+            pinned = tuple((k, order, NOWHERE) for k, order in zip(keys, combo))
+            out.append(compile_scenario(replace(scenario, docker_choices=pinned), profile))
+        found = {k: p for c in out for k, p in c.emulator.choice_points.items() if k not in points}
+        if not found:
+            return out
+        points.update(found)
 
 
 def format_kernel_error(op: Op, error: KernelError) -> str:

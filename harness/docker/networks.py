@@ -11,6 +11,7 @@ import ipaddress
 import json
 
 from harness.docker import ipam
+from harness.docker.choices import subnet_choice_key
 from harness.docker.common import (
     HOST,
     IPVLAN_FLAGS,
@@ -75,15 +76,13 @@ class NetworksMixin:
             v4 = [ipam.IPAMConfig(subnet=self.address_space.default_v4(
                 rotate=self.profile.pool_allocation == "rotate",
                 exclude=tuple(a.network for a in exclude)))]
+        # Every CLI version so far (docker/cli v20.10.24 to v29.7.2, consolidateIpam) sends the subnets in Go
+        # map order: each family's order is one of Docker's random choices.
+        v4, v6 = (self._subnet_order(cmd.name, kind, configs) if len(configs) > 1 else configs
+                  for kind, configs in (("IPv4", v4), ("IPv6", v6)))
         skip_gateway = self._skip_gateway(cmd, internal)
         pools4 = [self._make_pool(c, skip_gateway) for c in v4]
         pools6 = [self._make_pool(c, skip_gateway) for c in v6]
-        for kind, version in (("IPv4", 4), ("IPv6", 6)):
-            if len([c for c in configs if c.subnet.version == version]) > 1:
-                self.notes.append(
-                    f"network {cmd.name}: Docker's CLI sends its {kind} subnets in Go map order (random; docker/cli "
-                    "v20.10.24 cli/command/network/create.go:222-226), so which subnet a container's dynamic "
-                    "address comes from is not deterministic; the harness takes the command-line order")
 
         # The driver's checks come after IPAM in 20.10 (libnetwork controller.go NewNetwork).
         if mode is None:
@@ -145,6 +144,14 @@ class NetworksMixin:
         host ID is not known here: the scenario name stands in for it, so the prefix is the harness's own."""
         gid = int(hashlib.sha256(self.scenario.name.encode()).hexdigest(), 16) & ((1 << 40) - 1)
         return ipaddress.IPv6Network(((0xFD << 120) | (gid << 80), 48))
+
+    def _subnet_order(self, network: str, kind: str, configs: list) -> list:
+        key = subnet_choice_key(network, kind)
+        note = (f"network {network}: Docker's CLI sends its {kind} subnets in Go map order (random; docker/cli "
+                "v20.10.24 cli/command/network/create.go:222-226, unchanged in v29.7.2), so which subnet a container's dynamic "
+                "address comes from is not deterministic; the emulation takes the command-line order unless "
+                f"`docker_choices: {{{key}: [...]}}` pins another")
+        return self.choose(key, configs, [str(c.subnet) for c in configs], note)
 
     def _skip_gateway(self, cmd: NetworkCreate, internal: bool) -> bool:
         policy = self.profile.default_gateway
