@@ -22,6 +22,10 @@ from backends.docker.session import DockerSession
 from harness.errors import BackendUnavailable
 
 
+def docker_base_dir() -> str:
+    """Where each run's daemon keeps its data and exec roots (`<dir>/<prefix>-docker`)."""
+    return os.environ.get("HARNESS_DOCKER_DIR", "/tmp")
+
 class DockerBackend:
     name = "docker"
     description = ("a real Docker 20.10 engine (docker.io) started privately in the emulated Docker host's "
@@ -33,7 +37,7 @@ class DockerBackend:
 
         self._netns = NetnsBackend()
         self._cache_dir = Path(cache_dir) if cache_dir else None
-        self.base_dir = base_dir or os.environ.get("HARNESS_DOCKER_DIR", "/tmp")
+        self.base_dir = base_dir or docker_base_dir()
         self.last_session: DockerSession | None = None  # for tests and reports: timings, leftovers
 
     def cache_dir(self) -> Path:

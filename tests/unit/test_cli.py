@@ -427,3 +427,18 @@ def test_only_the_event_loop_finalizer_noise_is_kept_quiet_at_exit(monkeypatch):
     other = types.SimpleNamespace(exc_value=ValueError("something else"), object=print)
     _unraisable(other)
     assert seen == [other]
+
+
+def test_clean_removes_a_dead_runs_docker_daemon_directory_and_keeps_nothing_else(tmp_path, monkeypatch, capsys):
+    # A daemon directory whose run is gone (no owner record for its prefix): what a killed real-engine run
+    # leaves. Another directory that only looks similar is not the harness's and stays.
+    monkeypatch.setenv("HARNESS_DOCKER_DIR", str(tmp_path))
+    stale = tmp_path / "hxdead00-docker"
+    (stale / "data").mkdir(parents=True)
+    (stale / "data" / "leftover").write_text("x")
+    foreign = tmp_path / "someone-docker"
+    foreign.mkdir()
+    code, out, _ = run(capsys, "clean")
+    assert code == 0
+    assert f"removed 1 leftover Docker daemon directories: {stale}" in " ".join(out.split())
+    assert not stale.exists() and foreign.exists()
