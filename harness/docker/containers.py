@@ -54,7 +54,8 @@ class ContainersMixin:
         """What the CLI of the profile's version refuses before it sends anything (docker/cli
         cli/command/container/opts.go parse, parseNetworkOpts, applyContainerOptions; opts/network.go
         NetworkOpt.Set), and each network's endpoint settings as the CLI sends them."""
-        attachments = cmd.attachments or tuple(NetworkAttachment(n, n) for n in cmd.networks or (cmd.network,))
+        names = cmd.networks or ((cmd.network,) if cmd.network else ())
+        attachments = cmd.attachments or tuple(NetworkAttachment(n, n) for n in names)
         for att in attachments:
             refusal = network_opt_error(att, self.profile.network_opt_keys)
             if refusal:
@@ -62,17 +63,16 @@ class ContainersMixin:
         self._restart_policy(cmd.restart)
         settings: list[dict] = []
         for i, att in enumerate(attachments):
-            fields = dict(f.lower().partition("=")[::2] for f in att.fields)
-            fields = {k.strip(): v.strip() for k, v in fields.items()}
+            pairs = [(k.strip(), v.strip()) for k, _, v in (f.lower().partition("=") for f in att.fields)]
+            fields = dict(pairs)  # a repeated key: the last one (alias: every one)
             cfg = {"name": att.target, "ip": fields.get("ip"), "ip6": fields.get("ip6"),
-                   "aliases": tuple(v.lower().partition("=")[2].strip() for v in att.fields
-                                    if v.lower().partition("=")[0].strip() == "alias"),
+                   "aliases": tuple(v for k, v in pairs if k == "alias"),
                    "mac": fields.get("mac-address"), "gw_priority": int(fields.get("gw-priority") or 0)}
             if i == 0:
                 # applyContainerOptions: --ip, --ip6 and (25+) --mac-address go to the first network.
-                for flag, key, what in (("--ip", "ip", "IPv4 address"), ("--ip6", "ip6", "IPv6 address"),
-                                        ("--mac-address", "mac", "MAC address")):
-                    given = getattr(cmd, {"ip": "ip", "ip6": "ip6", "mac": "mac_address"}[key])
+                for flag, key, what, given in (("--ip", "ip", "IPv4 address", cmd.ip),
+                                               ("--ip6", "ip6", "IPv6 address", cmd.ip6),
+                                               ("--mac-address", "mac", "MAC address", cmd.mac_address)):
                     if given is not None and cfg[key]:
                         raise DockerError(f"conflicting options: cannot specify both {flag} and per-network {what}")
                     if given is not None:
