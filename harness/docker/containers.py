@@ -471,7 +471,12 @@ class ContainersMixin:
         container = self._container(cmd.container)
         if container.status != "running":
             # A stopped container: only its configuration changes, even for an unknown network (moby #29754);
-            # a network it is on already is silently ignored.
+            # a network it is on already is silently ignored. moby 27+ validates the endpoint settings against
+            # a network that exists (v27.5.1 daemon/container_operations.go:1071-1075 updateNetworkConfig).
+            known = self.networks.get(cmd.network)
+            refusal = self._ip_outside_subnets(known, cmd.ip) if known is not None else None
+            if refusal:
+                raise DockerError(refusal)
             if all(n["name"] != cmd.network for n in container.config.setdefault("networks", [])):
                 container.config["networks"].append({"name": cmd.network, "ip": cmd.ip, "ip6": cmd.ip6,
                                                      "aliases": cmd.aliases, "gw_priority": priority})

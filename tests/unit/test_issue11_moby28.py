@@ -253,6 +253,21 @@ def test_connect_with_an_ip_outside_the_subnets_is_refused_as_endpoint_settings(
     assert [e.network for e in emu.containers["app"].endpoints] == ["pub_net"]
 
 
+def test_moby_29_checks_the_endpoint_settings_of_a_stopped_container_too():
+    # docker-v29.7.2 daemon/container_operations.go:1058-1069 (a stopped container: updateNetworkConfig ->
+    # validateEndpointSettings when the network exists); 20.10 only records the configuration.
+    for profile, text in (("moby-29", "invalid endpoint settings:\nno configured subnet contains IP address 10.99.0.5"),
+                          ("docker-20.10", None)):
+        plan, _ = emulate(f"""
+            - {PUB}
+            - {V50}
+            - docker run --net=pub_net --name app -itd alpine /bin/sh
+            - docker stop app
+            - docker network connect --ip 10.99.0.5 v50 app
+        """, profile)
+        assert errors(plan)[4] == text
+
+
 def test_20_10_refuses_it_in_ipam():
     plan, _ = emulate(f"""
         - {PUB}
@@ -401,3 +416,15 @@ def test_malformed_restart_policies_are_refused_in_the_words_of_the_version(prof
 
 def test_restart_is_passed_through_by_the_parser():
     assert parse_command("docker run --net=n --restart on-failure:5 -itd alpine sh").restart == "on-failure:5"
+
+
+def test_the_new_knobs_are_dated_by_their_sources():
+    from harness.docker.profiles import get_profile  # noqa: PLC0415
+
+    p20, p27, p28, p29 = (get_profile(n) for n in ("docker-20.10", "moby-27", "moby-28", "moby-29"))
+    assert (p27.gw_priority, p28.gw_priority) == (False, True) and p28.since("gw_priority") == (28, 0)
+    assert (p27.gateway_endpoints, p28.gateway_endpoints) == ("one", "per-family")
+    assert "mac-address" not in p20.network_opt_keys and "mac-address" in p27.network_opt_keys
+    assert "gw-priority" not in p27.network_opt_keys and "gw-priority" in p29.network_opt_keys
+    assert p28.since("host_network_texts") == (28, 0, 2)
+    assert (p20.inspect_shape, p27.inspect_shape, p28.inspect_shape, p29.inspect_shape) == ("20.10", "20.10", "28", "29")
