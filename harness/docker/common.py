@@ -11,7 +11,6 @@ import ipaddress
 import re
 
 from harness.docker.state import Endpoint, NetworkState
-from harness.model import NetworkAttachment
 from harness.plan import (
     AddRoute,
     Op,
@@ -132,26 +131,3 @@ def gateway_routes(node: str, ep4: Endpoint | None, ep6: Endpoint | None,
         elif ep6.connected_default and ep6.has_default()[1]:
             ops.append(AddRoute(node, "default", ep6.ifname, family=6, replace=replace6))
     return ops
-
-
-def network_opt_error(att: NetworkAttachment, keys: tuple[str, ...]) -> str | None:
-    """docker/cli's NetworkOpt.Set refusal of one advanced `--network` value, as pflag wraps it, for a CLI
-    whose NetworkOpt knows `keys` (v20.10.24 opts/network.go:44-88, v28.0.0 opts/network.go:58-106)."""
-    if not att.fields:
-        return None
-
-    def wrapped(why: str) -> str:
-        return f'invalid argument "{att.text}" for "--network" flag: {why}'
-
-    for field in att.fields:
-        key, eq, val = field.lower().partition("=")
-        key, val = key.strip(), val.strip()
-        if not eq or not key:
-            return wrapped(f"invalid field {field}")
-        if key not in keys:
-            return wrapped(f"invalid field key {key}")
-        if key == "gw-priority" and not re.fullmatch(r"[+-]?[0-9]+", val):
-            return wrapped(f'invalid gw-priority: strconv.Atoi: parsing "{val}": invalid syntax')
-    if not att.target:
-        return wrapped("network name/id is not specified")
-    return None

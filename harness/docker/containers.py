@@ -12,11 +12,10 @@ import re
 from harness.docker import ipam
 from harness.docker.common import (
     HOST,
-    MAC_ADDRESS,
     _hex_id,
     gateway_routes,
-    network_opt_error,
 )
+from harness.docker.run_options import restart_policy, run_settings
 from harness.docker.state import ContainerState, Endpoint, NetworkState
 from harness.errors import DockerError
 from harness.model import (
@@ -24,7 +23,6 @@ from harness.model import (
     ContainerRun,
     ContainerStop,
     IPAddress,
-    NetworkAttachment,
     NetworkConnect,
     NetworkDisconnect,
     Step,
@@ -50,79 +48,8 @@ class ContainersMixin:
 
     # -- containers -----------------------------------------------------------------------------------
 
-    def _cli_run_checks(self, cmd: ContainerRun) -> list[dict]:
-        """What the CLI of the profile's version refuses before it sends anything (docker/cli
-        cli/command/container/opts.go parse, parseNetworkOpts, applyContainerOptions; opts/network.go
-        NetworkOpt.Set), and each network's endpoint settings as the CLI sends them."""
-        names = cmd.networks or ((cmd.network,) if cmd.network else ())
-        attachments = cmd.attachments or tuple(NetworkAttachment(n, n) for n in names)
-        for att in attachments:
-            refusal = network_opt_error(att, self.profile.network_opt_keys)
-            if refusal:
-                raise DockerError(refusal)
-        self._restart_policy(cmd.restart)
-        settings: list[dict] = []
-        for i, att in enumerate(attachments):
-            pairs = [(k.strip(), v.strip()) for k, _, v in (f.lower().partition("=") for f in att.fields)]
-            fields = dict(pairs)  # a repeated key: the last one (alias: every one)
-            cfg = {"name": att.target, "ip": fields.get("ip"), "ip6": fields.get("ip6"),
-                   "aliases": tuple(v for k, v in pairs if k == "alias"),
-                   "mac": fields.get("mac-address"), "gw_priority": int(fields.get("gw-priority") or 0)}
-            if i == 0:
-                # applyContainerOptions: --ip, --ip6 and (25+) --mac-address go to the first network.
-                for flag, key, what, given in (("--ip", "ip", "IPv4 address", cmd.ip),
-                                               ("--ip6", "ip6", "IPv6 address", cmd.ip6),
-                                               ("--mac-address", "mac", "MAC address", cmd.mac_address)):
-                    if given is not None and cfg[key]:
-                        raise DockerError(f"conflicting options: cannot specify both {flag} and per-network {what}")
-                    if given is not None:
-                        cfg[key] = given
-            if cfg["mac"] and not MAC_ADDRESS.fullmatch(cfg["mac"]):
-                raise DockerError(f"{cfg['mac']} is not a valid mac address")  # v28.0.0 opts.go:883-886
-            if any(c["name"] == att.target for c in settings):
-                raise DockerError(f'network "{att.target}" is specified multiple times')
-            settings.append(cfg)
-        return settings
-
-    def _restart_policy(self, text: str) -> tuple[str, int]:
-        """`--restart NAME[:N]`: the CLI's parse (docker/cli v20.10.24 and v29.0.0 opts/parse.go
-        ParseRestartPolicy) and the daemon's check (moby v20.10.24 daemon/container.go:355-372; v25.0.0
-        api/types/container/hostconfig.go ValidateRestartPolicy), in the profile's words."""
-        texts = self.profile.restart_policy_texts
-        if texts == "20.10":
-            parts = text.split(":")
-            if len(parts) > 2:
-                raise DockerError("invalid restart policy format")
-            name, count = parts[0], parts[1] if len(parts) == 2 else ""
-            if len(parts) == 2 and not re.fullmatch(r"[+-]?[0-9]+", count):
-                raise DockerError("maximum retry count must be an integer")
-        else:
-            name, colon, count = text.partition(":")
-            if colon and not name:
-                raise DockerError("invalid restart policy format: no policy provided before colon")
-            if count and not re.fullmatch(r"[+-]?[0-9]+", count):
-                raise DockerError("invalid restart policy format: maximum retry count must be an integer")
-        retries = int(count or 0)
-        if texts != "25":
-            if name in ("always", "unless-stopped", "no") and retries:
-                raise DockerError(f"maximum retry count cannot be used with restart policy '{name}'")
-            if name == "on-failure" and retries < 0:
-                raise DockerError("maximum retry count cannot be negative")
-            if name not in ("always", "unless-stopped", "no", "on-failure", ""):
-                raise DockerError(f"invalid restart policy '{name}'")
-        else:
-            if name in ("always", "unless-stopped", "no") and retries:
-                raise DockerError("invalid restart policy: maximum retry count can only be used with 'on-failure'"
-                                  + (" and cannot be negative" if retries < 0 else ""))
-            if name == "on-failure" and retries < 0:
-                raise DockerError("invalid restart policy: maximum retry count cannot be negative")
-            if name not in ("always", "unless-stopped", "no", "on-failure", ""):
-                raise DockerError(f"invalid restart policy: unknown policy '{name}'; use one of 'no', 'always', "
-                                  "'on-failure', or 'unless-stopped'")
-        return name or "no", retries
-
     def _run(self, step: Step, cmd: ContainerRun) -> CompiledStep:
-        settings = self._cli_run_checks(cmd)
+        settings = run_settings(cmd, self.profile)
         # Create-time checks (moby v20.10.24 daemon/create.go, runconfig/hostconfig.go): nothing is left.
         nets = tuple(c["name"] for c in settings)
         if len(nets) > self.profile.networks_per_run:
@@ -162,7 +89,7 @@ class ContainersMixin:
             gateway_score=self.profile.gateway_score, gateway_select=self.profile.gateway_endpoints,
             config={"networks": [] if net_mode else settings,
                     "mac": cmd.mac_address, "hostname": cmd.hostname,
-                    "restart": self._restart_policy(cmd.restart)[0],
+                    "restart": restart_policy(cmd.restart, self.profile)[0],
                     "remove": cmd.remove, "manually_stopped": False})
         # Start: a failure leaves the container Created, holding its name (moby v20.10.24 daemon/start.go:118-141;
         # seen on a real 20.10 engine), unless --rm.
