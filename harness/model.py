@@ -145,6 +145,7 @@ class NetworkConnect:
     ip: str | None = None
     ip6: str | None = None
     aliases: tuple[str, ...] = ()
+    gw_priority: str | None = None  # --gw-priority as given (moby 28+; the profile decides what it means)
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,17 @@ class DaemonRestart:
 
 
 @dataclass(frozen=True)
+class NetworkAttachment:
+    """One `--network` value of `docker run` as the CLI's NetworkOpt reads it: a name, or the advanced
+    syntax `name=X,ip=...,ip6=...,alias=...,mac-address=...,gw-priority=N` (`fields`: its key=value pairs
+    in order, lower-cased as the CLI does; which keys a Docker version knows is the daemon profile's)."""
+
+    target: str
+    text: str = ""  # the flag's value as given
+    fields: tuple[str, ...] = ()  # the CSV fields as given
+
+
+@dataclass(frozen=True)
 class ContainerRun:
     """`docker run`. A container whose command is not a shell runs it and is gone (`transient`)."""
 
@@ -197,8 +209,9 @@ class ContainerRun:
     named_by_user: bool = True
     mac_address: str | None = None
     hostname: str | None = None
-    restart: str = "no"  # --restart: no | always | unless-stopped
+    restart: str = "no"  # --restart as given: no | always | unless-stopped | on-failure[:N] (checked per profile)
     networks: tuple[str, ...] = ()  # every --network given (20.10 accepts one)
+    attachments: tuple[NetworkAttachment, ...] = ()  # the same, with any advanced-syntax fields
 
     @property
     def probe(self) -> PingCommand | None:

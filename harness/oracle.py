@@ -226,10 +226,10 @@ class Oracle:
             if ep.mac and container.ipv6:
                 # The kernel derives it from the MAC Docker set (EUI-64): fe80::42:c0ff:fea8:8803/64.
                 out.append(Fact("address", name, ep.ifname, f"{link_local_from_mac(ep.mac)}/64"))
-        gateway_ep = container.gateway_endpoint()
-        if gateway_ep is not None and (gateway_ep.gateway4 or gateway_ep.connected_default):
-            via = f" via {gateway_ep.gateway4}" if gateway_ep.gateway4 else ""
-            out.append(Fact("route", name, gateway_ep.ifname, f"default{via} dev {gateway_ep.ifname}"))
-        if gateway_ep is not None and gateway_ep.gateway6:
-            out.append(Fact("route", name, gateway_ep.ifname, f"default via {gateway_ep.gateway6} dev {gateway_ep.ifname}"))
+        ep4, ep6 = container.gateway_endpoints()  # one endpoint before moby 28, one per family since
+        if ep4 is not None and (ep4.gateway4 or ep4.connected_default):
+            via = f" via {ep4.gateway4}" if ep4.gateway4 else ""
+            out.append(Fact("route", name, ep4.ifname, f"default{via} dev {ep4.ifname}"))
+        if ep6 is not None and ep6.gateway6:
+            out.append(Fact("route", name, ep6.ifname, f"default via {ep6.gateway6} dev {ep6.ifname}"))
         return out

@@ -57,11 +57,12 @@ def describe(emulator: DockerState, steps) -> dict:
 
 def _routes_of(container: ContainerState, ep: Endpoint) -> list[str]:
     routes = [f"{ipaddress.ip_interface(c).network} dev {ep.ifname}" for c in ep.cidrs()]
-    if container.gateway_endpoint() is ep:
+    ep4, ep6 = container.gateway_endpoints()
+    if ep4 is ep:
         if ep.connected_default:
             routes.insert(0, f"default dev {ep.ifname}")
         if ep.gateway4:
             routes.insert(0, f"default via {ep.gateway4} dev {ep.ifname}")
-        if ep.gateway6:
-            routes.append(f"default via {ep.gateway6} dev {ep.ifname}")
+    if ep6 is ep and ep.gateway6:
+        routes.append(f"default via {ep.gateway6} dev {ep.ifname}")
     return routes

@@ -89,6 +89,7 @@ class DockerEmulator(NetworksMixin, ContainersMixin):
         self.outputs: dict[int, str] = {}  # step index -> what the command prints (network inspect, ls)
         self.notes: list[str] = []  # where Docker's own choice is not deterministic
         self.choice_points: dict[str, ChoicePoint] = {}  # the random choices met, by key
+        self.printed: list[str] = []  # the names the current command prints (network rm, rm, stop, ...)
         self.counter = 0
         self.clock = 0  # seconds after 2026-01-01T00:00:00Z: network Created times
         self.rng = random.Random(scenario.name)
@@ -122,6 +123,22 @@ class DockerEmulator(NetworksMixin, ContainersMixin):
             return CompiledStep(step=step, error=exc.message)
 
     def _dispatch(self, step: Step) -> CompiledStep:
+        """One command; what the CLI prints on success goes to `outputs` (docker/cli v20.10.24 and v29.0.0:
+        network create prints the new network's full id (network/create.go:122, :128), `run -d` the
+        container's full id (container/run.go:148, :166), network rm, rm, stop, start and restart each name
+        they acted on, as given (network/remove.go:46, container/rm.go:72, stop.go:61, start.go:192))."""
+        cmd = step.command
+        self.printed = []
+        compiled = self._dispatch_command(step)
+        if compiled.error is None and isinstance(cmd, NetworkCreate):
+            self.outputs[step.index] = self.networks[cmd.name].id
+        elif compiled.error is None and isinstance(cmd, ContainerRun) and cmd.detach:
+            self.outputs[step.index] = self.history[cmd.name].id
+        elif self.printed:
+            self.outputs[step.index] = "\n".join(self.printed)
+        return compiled
+
+    def _dispatch_command(self, step: Step) -> CompiledStep:
         cmd = step.command
         if isinstance(cmd, Refused):  # refused before anything happens (a name Docker or iproute2 refuses)
             raise DockerError(cmd.message)

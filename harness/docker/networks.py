@@ -274,14 +274,15 @@ class NetworksMixin:
             for pool in net.pools:
                 self.address_space.release(pool.subnet, pool.ip_range)
             del self.networks[net.name]
+            self.printed.append(name)  # docker/cli network/remove.go: each removed name, as given
         return tuple(ops), errors
 
     # -- what Docker prints ---------------------------------------------------------------------------
 
     def _inspect(self, cmd: NetworkInspect) -> tuple[str, list[str]]:
-        """`docker network inspect`: types.NetworkResource as the 20.10 daemon builds it (moby v20.10.24
-        api/types/types.go:430-457, daemon/network.go:586-733), a JSON array indented by 4 (docker/cli
-        v20.10.24 cli/command/inspect/inspector.go:164-185)."""
+        """`docker network inspect`: the network as the profile's daemon builds it (`network_resource`: 20.10,
+        28 or 29 shape), a JSON array indented by 4 (docker/cli v20.10.24 and v29.0.0
+        cli/command/inspect/inspector.go)."""
         found, errors = [], []
         for name in cmd.networks:
             try:
@@ -289,7 +290,7 @@ class NetworksMixin:
             except DockerError as exc:
                 errors.append(f"Error: No such network: {name}" if self.profile.client_wraps_not_found else exc.message)
                 continue
-            found.append(network_resource(net, self._container_by_endpoint))
+            found.append(network_resource(net, self._container_by_endpoint, self.profile.inspect_shape))
         if errors and not found:
             return "[]", errors
         return json.dumps(found, indent=4), errors
