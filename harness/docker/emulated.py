@@ -1,6 +1,7 @@
 """The emulated Docker: libnetwork's semantics compiled to plan operations, applied through a session.
 
-`compile_scenario(scenario, profile)` runs the `DockerEmulator` over every step once, assuming each
+`compile_scenario(scenario, profile)` runs the `DockerEmulator` (one per Docker host: a `FleetEmulator`
+when the scenario has several) over every step once, assuming each
 succeeds on the kernel, and returns a `CompiledScenario`: the backend-neutral `Plan` (what `harness plan`
 prints, whose `required_features` choose the backend), the VLAN of every subnet Docker creates (the
 switch must carry them before any command runs), and the emulator's end state. It is cached per scenario
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 from harness.docker.base import DockerState, StepOutcome
 from harness.docker.driver import DockerEmulator
+from harness.docker.fleet import FleetEmulator, as_fleet, make_emulator
 from harness.docker.profiles import DEFAULT_PROFILE
 from harness.errors import HarnessError, KernelError
 from harness.model import IPNetwork, Scenario, Step
@@ -30,7 +32,7 @@ class CompiledScenario:
     scenario: Scenario
     plan: Plan
     vlans: tuple[tuple[IPNetwork, int | None], ...]  # each created subnet and the VLAN its parent tags
-    emulator: DockerEmulator  # the end state if every step succeeds; read it, never mutate it
+    emulator: DockerEmulator | FleetEmulator  # the end state if every step succeeds; read it, never mutate it
 
 
 _cache: dict[tuple[int, str], CompiledScenario] = {}
@@ -43,19 +45,20 @@ def compile_scenario(scenario: Scenario, profile: str = DEFAULT_PROFILE) -> Comp
         hit = _cache.get(key)
         if hit is not None and hit.scenario is scenario:
             return hit
-    emulator = DockerEmulator(scenario, profile)
+    emulator = make_emulator(scenario, profile)
     steps: list[CompiledStep] = []
-    seen: dict[str, list] = {}
+    seen: dict[tuple[str, str], list] = {}
     for step in scenario.steps:
         steps.append(emulator.compile(step))
         # A network Docker refuses never puts its VLAN on the switch; a hand-made parent
         # (`ip link add ... name foo type vlan id 40`) counts with its own VLAN id.
-        for net in emulator.networks.values():
-            if net.id not in seen:
-                vlan = emulator.vlan_of(net.parent)
-                seen[net.id] = [(pool.subnet, vlan) for pool in net.pools]
+        for host, state in as_fleet(emulator).hosts.items():
+            for net in state.networks.values():
+                if (host, net.id) not in seen:
+                    vlan = state.vlan_of(net.parent)
+                    seen[(host, net.id)] = [(pool.subnet, vlan) for pool in net.pools]
     vlans = tuple(entry for entries in seen.values() for entry in entries)
-    world = World.of(scenario.topology, vlans)
+    world = World.for_scenario(scenario, vlans)
     compiled = CompiledScenario(scenario, Plan(scenario.name, emulator.profile.name, world.ops(), tuple(steps),
                                                tuple(dict.fromkeys(emulator.notes))),
                                 vlans, emulator)
@@ -82,7 +85,7 @@ class EmulatedDocker:
         self.name = f"emulated {compiled.plan.profile}"
         self._next = 0  # index of the next step in scenario.steps
         self._refused: list[int] = []  # steps the kernel refused (their effects undone)
-        self._live: DockerEmulator | None = None  # once a step diverged from the compile
+        self._live: DockerEmulator | FleetEmulator | None = None  # once a step diverged from the compile
         self._pending: dict[int, CompiledStep] = {}
 
     @property
@@ -129,7 +132,7 @@ class EmulatedDocker:
     def _diverge(self, position: int) -> None:
         """Docker's state is now what it was before this step: recompile everything that took effect."""
         self._refused.append(position)
-        live = DockerEmulator(self.compiled.scenario, self.compiled.plan.profile)
+        live = make_emulator(self.compiled.scenario, self.compiled.plan.profile)
         for i, step in enumerate(self.compiled.scenario.steps[:position]):
             if i not in self._refused:
                 live.compile(step)
