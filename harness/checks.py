@@ -306,8 +306,8 @@ class Judge:
                 continue
             names, loc = want
             ok = on_wire and tuple(names) == c.owners
-            checks.append(Check("conflict", subject, f"a conflict between {', '.join(names)} (the ARP view: more than "
-                                "one answer per request)", f"held by {holders}; the wire: {observed}", ok,
+            checks.append(Check("conflict", subject, f"a conflict between {', '.join(names)} (more than one answer per "
+                                "request on the wire)", f"held by {holders}; the wire: {observed}", ok,
                                 evidence=heard.evidence if heard else "", location=str(loc), origin="expect"))
         for ip, (names, loc) in sorted(expected.items()):
             if ip not in seen_ips:

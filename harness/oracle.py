@@ -203,6 +203,8 @@ class Oracle:
             for dst in addrs:
                 if dst.owner == src.owner or dst.ip.version != src.ip.version:
                     continue
+                if src.role == "host" and self._host_source(src.owner, dst, addrs) is not src:
+                    continue  # a host with addresses on several NICs sends from the one the kernel picks
                 if dst.owner == "gateway" and not self._own_subnet(src.owner, dst, addrs):
                     continue  # another subnet's gateway answers through local delivery: not an isolation test
                 verdict = self.expect(src, dst)
@@ -214,6 +216,14 @@ class Oracle:
                 else:
                     out.append(Expectation(src, dst, *verdict))
         return out
+
+    def _host_source(self, host: str, dst: Address, addrs: list[Address]) -> Address | None:
+        """The address a Docker host pings `dst` from: one whose subnet holds it (a connected route), else the
+        first on its first NIC (where its default route is)."""
+        own = [a for a in addrs if a.owner == host and a.role == "host" and a.ip.version == dst.ip.version]
+        parent = self.world.host(host).parent
+        return (next((a for a in own if dst.ip in a.network), None)
+                or next((a for a in own if a.lower == parent), None) or (own[0] if own else None))
 
     @staticmethod
     def _own_subnet(owner: str, dst: Address, addrs: list[Address]) -> bool:
