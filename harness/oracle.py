@@ -203,7 +203,12 @@ class Oracle:
             for dst in addrs:
                 if dst.owner == src.owner or dst.ip.version != src.ip.version:
                     continue
-                if src.role == "host" and self._host_source(src.owner, dst, addrs) is not src:
+                if any(a.owner == src.owner and a.ip == dst.ip for a in addrs):
+                    continue  # its own address (held elsewhere too): delivered locally, not a test of the wire
+                if dst.segment != src.segment and any(a.ip == dst.ip and a.owner != dst.owner and a.segment == src.segment
+                                                      for a in addrs):
+                    continue  # the address is held on the source's own segment too: that holder answers
+                if src.role == "host" and self.host_source(src.owner, dst, addrs) is not src:
                     continue  # a host with addresses on several NICs sends from the one the kernel picks
                 if dst.owner == "gateway" and not self._own_subnet(src.owner, dst, addrs):
                     continue  # another subnet's gateway answers through local delivery: not an isolation test
@@ -217,7 +222,7 @@ class Oracle:
                     out.append(Expectation(src, dst, *verdict))
         return out
 
-    def _host_source(self, host: str, dst: Address, addrs: list[Address]) -> Address | None:
+    def host_source(self, host: str, dst: Address, addrs: list[Address]) -> Address | None:
         """The address a Docker host pings `dst` from: one whose subnet holds it (a connected route), else the
         first on its first NIC (where its default route is)."""
         own = [a for a in addrs if a.owner == host and a.role == "host" and a.ip.version == dst.ip.version]

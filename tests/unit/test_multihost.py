@@ -166,17 +166,21 @@ def test_containers_of_two_hosts_on_one_segment_reach_each_other_and_the_parent_
     assert o.conflicts() == []
 
 
-def test_different_vlans_on_two_hosts_are_isolated_even_with_one_address():
+def test_one_subnet_on_two_vlans_of_two_hosts_is_isolated_and_one_address_there_is_no_conflict():
     o = oracle_of(scenario("""\
         - docker network create -d macvlan --subnet=10.1.1.0/24 -o parent=eth0.70 a70
         - docker run --net=a70 --name xa -itd alpine /bin/sh
+        - docker run --net=a70 --name xa2 --ip=10.1.1.10 -itd alpine /bin/sh
         - {host: hostb, command: docker network create -d macvlan --subnet=10.1.1.0/24 -o parent=eth0.80 b80}
         - {host: hostb, command: docker run --net=b80 --name yb -itd alpine /bin/sh}
+        - {host: hostb, command: docker run --net=b80 --name yb2 --ip=10.1.1.20 -itd alpine /bin/sh}
     """))
     exp = {(e.src.owner, e.dst.owner): e for e in o.matrix()}
-    assert exp[("xa", "yb")].reachable is False
-    assert exp[("xa", "yb")].reason == "same subnet on another segment (VLAN 70 vs VLAN 80)"
-    assert o.conflicts() == []  # one address on two VLANs is two segments: no conflict
+    assert exp[("xa2", "yb2")].reachable is False
+    assert exp[("xa2", "yb2")].reason == "same subnet on another segment (VLAN 70 vs VLAN 80)"
+    assert o.conflicts() == []  # xa and yb both hold 10.1.1.2, on two VLANs: two segments, no conflict
+    # Pinging 10.1.1.2 from xa is its own address, from xa2 it is xa's: neither tests yb.
+    assert ("xa", "yb") not in exp and ("xa2", "yb") not in exp and exp[("xa2", "xa")].reachable is True
 
 
 def test_a_nic_on_a_switch_of_its_own_is_another_segment():
