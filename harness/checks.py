@@ -1,8 +1,11 @@
 """Judging: observations against the scenario's explicit expectations and the oracle's derived ones.
 
 `Judge` turns `NodeView`s and `PingResult`s into `Check`s. Explicit expectations come from the
-scenario's `expect` (addresses, routes, MACs, links, reach, isolate); derived ones from the `Oracle`
-(the reachability matrix and each container's link, MAC, addresses and default route). `error_matches`
+scenario's `expect` (addresses, routes, MACs, links, reach, isolate, conflicts); derived ones from the
+`Oracle` (the reachability matrix and each container's link, MAC, addresses and default route). Address
+conflicts (several Docker hosts handing out one address on one segment) are judged on their own from
+the switch's ARP view (`conflict_checks`, `ScanResult`s); a probe that depends on one is reported with
+what it saw but without a verdict (`Check.judged` False). `error_matches`
 compares Docker's answer with the expected one (`*` matches any text; Docker's and the CLI's prefixes
 and a trailing period are ignored). Messages speak the domain: who could not reach whom, expected vs
 observed, and the probe command with its output.
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 
 from harness.model import Probe, Scenario
 from harness.observe import NodeView, PingJob, PingResult, RouteView, ScanResult
-from harness.oracle import Conflict, Oracle, _segment
+from harness.oracle import Conflict, Oracle, segment_text
 from harness.results import Check
 
 _PREFIXES = ("docker: ", "Error response from daemon: ")
@@ -297,7 +300,7 @@ class Judge:
             want = expected.get(str(c.ip))
             observed = heard.describe() if heard is not None else "no ARP view (no monitor port on the switch)"
             on_wire = heard is not None and heard.answers > 1
-            subject = f"address {c.ip} ({_segment(c.segment)})"
+            subject = f"address {c.ip} ({segment_text(c.segment)})"
             holders = ", ".join(a.holder for a in c.holders)
             if want is None:
                 checks.append(Check("conflict", subject, "no address conflict",

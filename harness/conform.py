@@ -38,6 +38,7 @@ from pathlib import Path
 import yaml
 
 from harness.checks import normalize_error
+from harness.docker.fleet import as_fleet
 from harness.errors import HarnessError
 from harness.results import ERROR, SKIP, ScenarioResult
 
@@ -119,7 +120,7 @@ def record_facts(docker, oracle, result: ScenarioResult, steps: Sequence, probes
 def state_facts(oracle) -> list[dict]:
     """What Docker says it configured: networks, the host links it manages, every running container."""
     out = []
-    fleet = oracle.fleet
+    fleet = as_fleet(oracle.state)
     for host, state in fleet.hosts.items():
         out += _host_facts(host, state, fleet.multi_host)
     containers = fleet.containers

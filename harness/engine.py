@@ -8,7 +8,8 @@ network (`harness.world.World`), and hands each documented command to the Docker
 backend). Docker's answers are judged against the expected errors; a transient container's documented
 ping is probed while it exists. The engine then observes every node and runs every probe (all at once
 for a documented scenario; in bounded waves, re-asking isolation probes that replies do not back, for a
-big matrix: `harness.observe.probe_all`), and the `Judge` compares what it saw with the scenario's explicit expectations and the `Oracle`'s derived
+big matrix: `harness.observe.probe_all`; with several Docker hosts, the ARP view of the switch first:
+`harness/arpscan.py` on its monitor port), and the `Judge` compares what it saw with the scenario's explicit expectations and the `Oracle`'s derived
 facts. Last, it records what Docker built and what was seen in the result's `facts`, the form
 `harness conform` compares between the emulation and a real engine (`harness.conform.record_facts`).
 

@@ -10,7 +10,8 @@ evidence. `probe_all` runs a whole scenario's probes with the observations: one 
 probe for a small batch; for a big one (the full matrix of many containers) waves of bounded size
 with one prober per source (`harness/prober.py`), neighbour-table flushes between waves, and rounds
 that re-ask isolation probes until expected replies of the same wave back them (the rules are stated
-above `PROBER`).
+above `PROBER`). `scan_argv`/`parse_scan` run harness/arpscan.py in the switch node and read who
+answered for each address (`ScanResult`): the evidence of address conflicts between Docker hosts.
 """
 
 from __future__ import annotations

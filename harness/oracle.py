@@ -72,7 +72,7 @@ class Conflict:
 
     @property
     def label(self) -> str:
-        return f"{self.ip} on {_segment(self.segment)}, held by {', '.join(a.holder for a in self.holders)}"
+        return f"{self.ip} on {segment_text(self.segment)}, held by {', '.join(a.holder for a in self.holders)}"
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ class Expectation:
     conflict: Conflict | None = None
 
 
-def _segment(segment: tuple) -> str:
+def segment_text(segment: tuple) -> str:
     kind, where, *rest = segment
     if kind == "internal":
         return f"internal network on {where}" + (f" of {rest[0]}" if rest else "")
@@ -249,7 +249,7 @@ class Oracle:
             # The source takes the destination for a neighbour and asks for it on its own segment only
             # (no gateway is involved, whatever the router forwards); the router answers ARP only on
             # the port holding the address (harness.world.ROUTER_ARP_SYSCTLS).
-            return False, f"same subnet on another segment ({_segment(src.segment)} vs {_segment(dst.segment)})"
+            return False, f"same subnet on another segment ({segment_text(src.segment)} vs {segment_text(dst.segment)})"
         return self._routed(src, dst)
 
     def _passthru_on(self, host: str, lower: str | None) -> bool:
