@@ -182,11 +182,9 @@ class Engine:
         result.checks += judge.state_checks()
         result.checks += judge.model_checks()
         result.checks += judge.conflict_checks(scan)
-        found = [c for c in result.checks if c.kind == "conflict" and "held by" in c.observed]
-        if found:
+        if judge.conflicts:
             # A finding of its own, whatever the verdict: which address, who holds it, on which hosts.
-            result.reason = "address conflict: " + "; ".join(
-                f"{c.subject} {c.observed.split('; the wire:')[0]}" for c in found)
+            result.reason = "address conflict: " + "; ".join(c.label for c in judge.conflicts)
         return {(src, dst): res for (src, dst, _want), res in results.items()}
 
     @staticmethod

@@ -72,7 +72,7 @@ class Conflict:
 
     @property
     def label(self) -> str:
-        return f"{self.ip} on {segment_text(self.segment)}, held by {', '.join(a.holder for a in self.holders)}"
+        return f"{self.ip} ({segment_text(self.segment)}) held by {', '.join(a.holder for a in self.holders)}"
 
 
 @dataclass(frozen=True)

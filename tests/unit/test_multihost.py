@@ -211,7 +211,7 @@ def test_two_daemons_handing_out_one_address_is_a_conflict_and_its_pairs_have_no
     o = oracle_of(scenario(CONFLICT))
     (conflict,) = o.conflicts()
     assert str(conflict.ip) == "172.16.86.2" and conflict.owners == ("db", "web")
-    assert conflict.label == "172.16.86.2 on untagged, held by db on hostb, web on hosta"
+    assert conflict.label == "172.16.86.2 (untagged) held by db on hostb, web on hosta"
     v = verdicts(o)
     assert v[("cache", "web")] is None and v[("cache", "db")] is None and v[("web", "cache")] is None
     assert v[("cache", "hostb")] is True  # a pair that does not involve the address keeps its verdict
@@ -308,7 +308,7 @@ def test_the_conflict_scenario_passes_by_expecting_the_conflict_and_reports_it()
     kernel.answers = {"172.16.86.2": 2}
     result = Engine(FakeBackend(kernel)).run(s)
     assert result.status == PASS, result.failure_report()
-    assert result.reason == "address conflict: address 172.16.86.2 (untagged) held by db on hostb, web on hosta"
+    assert result.reason == "address conflict: 172.16.86.2 (untagged) held by db on hostb, web on hosta"
     unjudged = [c for c in result.checks if not c.judged]
     assert unjudged and all(c.ok and c.expected.startswith("no verdict (172.16.86.2 is in conflict") for c in unjudged)
     # Both hosts and every container were observed: each host is a node of its own.
