@@ -20,7 +20,6 @@ from harness.checks import Judge
 from harness.docker.emulated import compile_scenario
 from harness.docker.fleet import Fleet, FleetEmulator, as_fleet
 from harness.engine import Engine
-from harness.errors import BackendUnavailable
 from harness.loader import load_scenario, parse_scenario
 from harness.observe import ScanResult, parse_scan
 from harness.oracle import Oracle
@@ -140,12 +139,16 @@ def test_a_single_host_world_is_unchanged_no_monitor():
     assert not any(isinstance(op, AddLink) and op.name.startswith("mon") for op in world.ops())
 
 
-def test_the_real_engine_refuses_several_hosts_with_a_reason():
-    from backends.docker.real import RealDocker
+def test_the_real_engine_runs_one_daemon_per_host():
+    from backends.docker.backend import DockerBackend
+    from backends.docker.real import RealDocker, RealFleet
 
-    s = load_scenario(SCENARIOS / "multihost-flat.yaml")
-    with pytest.raises(BackendUnavailable, match="several Docker hosts .hosta, hostb."):
-        RealDocker(compile_scenario(s), session=None)
+    compiled = compile_scenario(load_scenario(SCENARIOS / "multihost-flat.yaml"))
+    fleet = DockerBackend().docker(compiled, session=None)
+    assert isinstance(fleet, RealFleet) and list(fleet.hosts) == ["hosta", "hostb"]
+    assert [d.node for d in fleet.hosts.values()] == ["hosta", "hostb"]
+    single = DockerBackend().docker(compile_scenario(load_scenario(SCENARIOS / "macvlan-bridge.yaml")), session=None)
+    assert isinstance(single, RealDocker) and single.node == "host"
 
 
 # -- the oracle across hosts --------------------------------------------------------------------------
