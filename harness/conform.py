@@ -15,6 +15,7 @@ a real engine share (`record_facts`, called by the engine at the end of a scenar
 | `endpoint` | a running container | its interface | the network it attaches to |
 | `link`, `mac`, `address`, `route` | a running container | its interface | `harness.oracle.Oracle.expected_state` |
 | `gateway` | a running container | its interface | the endpoint's gateways, `none` without one |
+| `conflict` | the address | its segment | who holds it: `db on hostb, web on hosta` (several Docker hosts) |
 | `reach` | a probe's source | `-> ` its destination's label | what the probe saw: reachable, isolated, no verdict, broken probe |
 
 `compare(emulated, real, divergences)` pairs the facts of two results by (kind, node, interface) (the values of
@@ -40,6 +41,7 @@ import yaml
 from harness.checks import normalize_error
 from harness.docker.fleet import as_fleet
 from harness.errors import HarnessError
+from harness.oracle import segment_text
 from harness.results import ERROR, SKIP, ScenarioResult
 
 DIVERGENCES_PATH = Path(__file__).resolve().parent.parent / "conformance" / "divergences.yaml"
@@ -52,7 +54,7 @@ CONFORMS, EXPLAINED, DIFFERENT, NOT_COMPARED = "conforms", "explained", "differs
 
 # The order kinds are shown in; a kind not listed goes last.
 KIND_ORDER = ("version", "command", "ping", "network", "subnet", "parent", "endpoint", "link", "mac", "address",
-              "gateway", "route", "reach")
+              "gateway", "route", "conflict", "reach")
 FACT_KINDS = KIND_ORDER
 _ID = re.compile(r"\b[0-9a-f]{64}\b|\b[0-9a-f]{12}\b")
 
@@ -110,6 +112,8 @@ def record_facts(docker, oracle, result: ScenarioResult, steps: Sequence, probes
             subject = check.subject.split(" (`")[0]
             out.append(fact("ping", node, subject, "reachable" if check.ok else "unreachable"))
     out += state_facts(oracle)
+    for c in oracle.conflicts():  # several holders of one address on one segment (issue #13)
+        out.append(fact("conflict", str(c.ip), segment_text(c.segment), ", ".join(a.holder for a in c.holders)))
     if probes:
         labels = {str(a.ip): a.label for a in oracle.addresses()}
         for (src, dst), ping in sorted(probes.items()):
