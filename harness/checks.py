@@ -1,8 +1,11 @@
 """Judging: observations against the scenario's explicit expectations and the oracle's derived ones.
 
 `Judge` turns `NodeView`s and `PingResult`s into `Check`s. Explicit expectations come from the
-scenario's `expect` (addresses, routes, MACs, links, reach, isolate); derived ones from the `Oracle`
-(the reachability matrix and each container's link, MAC, addresses and default route). `error_matches`
+scenario's `expect` (addresses, routes, MACs, links, reach, isolate, conflicts); derived ones from the
+`Oracle` (the reachability matrix and each container's link, MAC, addresses and default route). Address
+conflicts (several Docker hosts handing out one address on one segment) are judged on their own from
+the switch's ARP view (`conflict_checks`, `ScanResult`s); a probe that depends on one is reported with
+what it saw but without a verdict (`Check.judged` False). `error_matches`
 compares Docker's answer with the expected one (`*` matches any text; Docker's and the CLI's prefixes
 and a trailing period are ignored). Messages speak the domain: who could not reach whom, expected vs
 observed, and the probe command with its output.
@@ -15,8 +18,8 @@ import re
 from dataclasses import dataclass
 
 from harness.model import Probe, Scenario, one_of
-from harness.observe import LinkView, NodeView, PingJob, PingResult, RouteView
-from harness.oracle import HOST, Oracle
+from harness.observe import LinkView, NodeView, PingJob, PingResult, RouteView, ScanResult
+from harness.oracle import Conflict, Oracle, segment_text
 from harness.results import Check
 
 _PREFIXES = ("docker: ", "Error response from daemon: ")
@@ -114,13 +117,15 @@ class Judge:
         self.scenario = scenario
         self.oracle = oracle
         self.views = views
+        self.conflicts: list[Conflict] = oracle.conflicts()
 
     # -- probes ---------------------------------------------------------------------------------------
 
     def explicit_probe_jobs(self) -> tuple[list[tuple[Probe, bool, PingJob | None, str]], list[Check]]:
         """Each `reach`/`isolate` entry as concrete pings; entries that cannot be probed become failed checks."""
         jobs, failed = [], []
-        running = set(self.oracle.state.containers) | {HOST}
+        hosts = set(self.oracle.host_names)
+        running = set(self.oracle.fleet.containers) | hosts
         addrs = self.oracle.addresses()
         for want, probes in ((True, self.scenario.expect.reach), (False, self.scenario.expect.isolate)):
             for probe in probes:
@@ -130,7 +135,7 @@ class Judge:
                                         False, location=str(probe.location)))
                     continue
                 families = {a.ip.version for a in addrs if a.owner == probe.src}
-                if probe.dst in running or probe.dst == HOST:
+                if probe.dst in running:
                     targets = [a for a in addrs if a.owner == probe.dst and a.ip.version in families]
                     if not targets:
                         failed.append(Check(kind, str(probe), "an address to probe",
@@ -139,7 +144,7 @@ class Judge:
                         continue
                     for t in targets:
                         jobs.append((probe, want, PingJob(probe.src, str(t.ip), want), t.label))
-                elif probe.dst in self.oracle.state.history:
+                elif probe.dst in self.oracle.fleet.history:
                     failed.append(Check(kind, str(probe), "a running destination",
                                         f"{probe.dst} is not running at the end of the scenario", False,
                                         location=str(probe.location)))
@@ -153,17 +158,36 @@ class Judge:
                 return a.label
         return ip
 
+    def _conflict_in(self, src: str, dst_ip: str) -> Conflict | None:
+        """The conflict a probe from node `src` to `dst_ip` depends on: on its destination, or on the
+        source's own address of that family."""
+        try:
+            ip = ipaddress.ip_address(dst_ip)
+        except ValueError:
+            return None
+        for c in self.conflicts:
+            if c.ip == ip or (c.ip.version == ip.version and src in c.owners):
+                return c
+        return None
+
     def probe_checks(self, explicit, matrix, results: dict[tuple, PingResult]) -> list[Check]:
         checks = []
         for probe, want, job, label in explicit:
             res = results[(job.src, job.dst, want)]
             src_label = self._src_label(job.src, job.dst)
+            conflict = self._conflict_in(job.src, job.dst)
+            if conflict is not None:
+                checks.append(_unjudged(f"{src_label} -> {label}", conflict, res, str(probe.location), "expect"))
+                continue
             checks.append(Check(
                 "reach" if want else "isolate", f"{src_label} -> {label}",
                 "reachable" if want else "isolated", describe_ping(res), _agrees(res, want),
                 evidence=res.evidence, location=str(probe.location), origin="expect"))
         for exp in matrix:
             res = results[(exp.src.owner, str(exp.dst.ip), exp.reachable)]
+            if exp.reachable is None:
+                checks.append(_unjudged(f"{exp.src.label} -> {exp.dst.label}", exp.conflict, res, "", "matrix"))
+                continue
             checks.append(Check(
                 "reach" if exp.reachable else "isolate", f"{exp.src.label} -> {exp.dst.label}",
                 ("reachable" if exp.reachable else "isolated") + f" ({exp.reason})", describe_ping(res),
@@ -221,8 +245,9 @@ class Judge:
     def model_checks(self) -> list[Check]:
         """What Docker 20.10 would show in every running container, and the parents it manages."""
         checks = []
-        for name in sorted(self.oracle.state.containers):
-            container = self.oracle.state.containers[name]
+        containers = self.oracle.fleet.containers
+        for name in sorted(containers):
+            container = containers[name]
             view = self.views.get(name)
             for fact in self.oracle.expected_state(container):
                 link = view.links.get(fact.interface) if view else None
@@ -241,14 +266,72 @@ class Judge:
                     ok = view is not None and any(spec.matches(r) for r in view.routes)
                 checks.append(Check(fact.kind, fact.subject, fact.value, observed, ok,
                                     evidence=self._evidence(name, fact.kind), origin="model"))
-        host = self.views.get(HOST)
-        for link in sorted(self.oracle.state.host_links.values(), key=lambda link: link.name):
-            if link.kind not in ("vlan", "dummy"):
+        for node, state in self.oracle.fleet.hosts.items():
+            host = self.views.get(node)
+            for link in sorted(state.host_links.values(), key=lambda link: link.name):
+                if link.kind not in ("vlan", "dummy"):
+                    continue
+                seen = host.links.get(link.name) if host else None
+                observed = "absent" if seen is None else (seen.kind or "device")
+                checks.append(Check("link", f"{node} {link.name}", link.kind, observed, observed == link.kind,
+                                    evidence=self._evidence(node, "link"), origin="model"))
+        return checks
+
+    # -- address conflicts ----------------------------------------------------------------------------
+
+    def conflict_checks(self, scan: dict[tuple[str, str], ScanResult]) -> list[Check]:
+        """Each address conflict, judged on its own: the model's prediction (two holders on one segment),
+        the ARP view of the switch (`scan`: two answers to one request), and the scenario's `conflicts`.
+        An unexpected conflict fails, an expected one passes only when the wire shows it; with no conflict
+        at all, one check says that every scanned address had one holder."""
+        world = self.oracle.world
+        expected = {ip: (holders, loc) for ip, holders, loc in self.scenario.expect.conflicts}
+        checks = []
+        seen_ips = set()
+
+        def view(ip, segment) -> ScanResult | None:
+            kind, vlan, *rest = segment
+            if kind != "wire" or not world.monitor:
+                return None
+            return scan.get((world.monitor_iface(rest[0] if rest else "", vlan), str(ip)))
+
+        for c in self.conflicts:
+            seen_ips.add(str(c.ip))
+            heard = view(c.ip, c.segment)
+            want = expected.get(str(c.ip))
+            observed = heard.describe() if heard is not None else "no ARP view (no monitor port on the switch)"
+            on_wire = heard is not None and heard.answers > 1
+            subject = f"address {c.ip} ({segment_text(c.segment)})"
+            holders = ", ".join(a.holder for a in c.holders)
+            if want is None:
+                checks.append(Check("conflict", subject, "no address conflict",
+                                    f"a conflict: {c.ip} is held by {holders}; the wire: {observed}", False,
+                                    evidence=heard.evidence if heard else "", origin="model"))
                 continue
-            seen = host.links.get(link.name) if host else None
-            observed = "absent" if seen is None else (seen.kind or "device")
-            checks.append(Check("link", f"host {link.name}", link.kind, observed, observed == link.kind,
-                                evidence=self._evidence(HOST, "link"), origin="model"))
+            names, loc = want
+            ok = on_wire and tuple(names) == c.owners
+            checks.append(Check("conflict", subject, f"a conflict between {', '.join(names)} (more than one answer per "
+                                "request on the wire)", f"held by {holders}; the wire: {observed}", ok,
+                                evidence=heard.evidence if heard else "", location=str(loc), origin="expect"))
+        for ip, (names, loc) in sorted(expected.items()):
+            if ip not in seen_ips:
+                checks.append(Check("conflict", f"address {ip}", f"a conflict between {', '.join(names)}",
+                                    "no two nodes hold it on one segment (Docker's state)", False,
+                                    location=str(loc), origin="expect"))
+        # What the model does not predict but the wire shows is a conflict too (e.g. an address set by hand).
+        predicted = {(str(c.ip)) for c in self.conflicts}
+        for (iface, ip), heard in sorted(scan.items()):
+            if heard.error:
+                checks.append(Check("conflict", f"address {ip} on {iface}", "an ARP view", heard.describe(), False,
+                                    evidence=heard.evidence, origin="model"))
+            elif heard.answers > 1 and ip not in predicted:
+                checks.append(Check("conflict", f"address {ip} on {iface}", "one holder (Docker's state)",
+                                    heard.describe(), False, evidence=heard.evidence, origin="model"))
+        if scan and not self.conflicts and all(not h.error and h.answers <= 1 for h in scan.values()):
+            checks.append(Check("conflict", "the wire", "no address conflict",
+                                f"{len(scan)} addresses, each answered by one node at most",
+                                True, evidence="; ".join(f"{ip}: {h.describe()}" for (_, ip), h in sorted(scan.items())),
+                                origin="model"))
         return checks
 
     def _evidence(self, node: str, what: str) -> str:
@@ -262,6 +345,12 @@ class Judge:
         return f"`ip -json -details link show` in {node}: " + ", ".join(
             f"{link.name} {link.kind or 'device'}{' ' + link.mode if link.mode else ''} {link.mac or ''}".strip()
             for link in view.links.values())
+
+
+def _unjudged(subject: str, conflict: Conflict, res: PingResult, location: str, origin: str) -> Check:
+    """A probe that depends on an address conflict: reported with what it saw, without a verdict."""
+    return Check("reach?", subject, f"no verdict ({conflict.ip} is in conflict: {', '.join(a.holder for a in conflict.holders)})",
+                 describe_ping(res), True, evidence=res.evidence, location=location, origin=origin, judged=False)
 
 
 def _cidr_in(cidr: str, have: list[str]) -> bool:
@@ -312,8 +401,9 @@ def expectations_hold(scenario: Scenario, oracle: Oracle) -> list[Check]:
     explicit, _ = judge.explicit_probe_jobs() if scenario.expect.matrix else ([], [])
     for probe, want, job, label in explicit:
         dst = by_ip.get(job.dst)
-        src = next((a for a in addrs if a.owner == job.src and dst is not None and a.ip.version == dst.ip.version),
-                   None)
+        # the source address the kernel picks: one whose subnet holds the destination, else the first
+        own = [a for a in addrs if a.owner == job.src and dst is not None and a.ip.version == dst.ip.version]
+        src = next((a for a in own if dst.ip in a.network), own[0] if own else None)
         verdict = oracle.expect(src, dst) if src is not None else None
         if verdict is not None and verdict[0] != want:
             failed.append(Check("reach" if want else "isolate", f"{src.label} -> {label}",

@@ -15,6 +15,7 @@ a real engine share (`record_facts`, called by the engine at the end of a scenar
 | `endpoint` | a running container | its interface | the network it attaches to |
 | `link`, `mac`, `address`, `route` | a running container | its interface | `harness.oracle.Oracle.expected_state` |
 | `gateway` | a running container | its interface | the endpoint's gateways, `none` without one |
+| `conflict` | the address | its segment | who holds it: `db on hostb, web on hosta` (several Docker hosts) |
 | `reach` | a probe's source | `-> ` its destination's label | what the probe saw: reachable, isolated, no verdict, broken probe |
 
 `compare(emulated, real, divergences)` pairs the facts of two results by (kind, node, interface) (the values of
@@ -41,8 +42,10 @@ from pathlib import Path
 import yaml
 
 from harness.checks import normalize_error
+from harness.docker.fleet import as_fleet
 from harness.errors import HarnessError
 from harness.model import NOWHERE
+from harness.oracle import segment_text
 from harness.results import ERROR, SKIP, ScenarioResult
 
 DIVERGENCES_PATH = Path(__file__).resolve().parent.parent / "conformance" / "divergences.yaml"
@@ -55,7 +58,7 @@ CONFORMS, EXPLAINED, DIFFERENT, NOT_COMPARED = "conforms", "explained", "differs
 
 # The order kinds are shown in; a kind not listed goes last.
 KIND_ORDER = ("version", "command", "ping", "network", "subnet", "parent", "endpoint", "link", "mac", "address",
-              "gateway", "route", "reach")
+              "gateway", "route", "conflict", "reach")
 FACT_KINDS = KIND_ORDER
 _ID = re.compile(r"\b[0-9a-f]{64}\b|\b[0-9a-f]{12}\b")
 
@@ -113,6 +116,8 @@ def record_facts(docker, oracle, result: ScenarioResult, steps: Sequence, probes
             subject = check.subject.split(" (`")[0]
             out.append(fact("ping", node, subject, "reachable" if check.ok else "unreachable"))
     out += state_facts(oracle)
+    for c in oracle.conflicts():  # several holders of one address on one segment (issue #13)
+        out.append(fact("conflict", str(c.ip), segment_text(c.segment), ", ".join(a.holder for a in c.holders)))
     if probes:
         labels = {str(a.ip): a.label for a in oracle.addresses()}
         for (src, dst), ping in sorted(probes.items()):
@@ -122,37 +127,48 @@ def record_facts(docker, oracle, result: ScenarioResult, steps: Sequence, probes
 
 def state_facts(oracle) -> list[dict]:
     """What Docker says it configured: networks, the host links it manages, every running container."""
-    state = oracle.state
     out = []
-    names_by_id = {net.id: net.name for net in state.networks.values()}
-    for net in sorted(state.networks.values(), key=lambda n: n.name):
-        # ipvlan's flag is `bridge` unless -o ipvlan_flag says otherwise (20.10 has no flag: bridge behaviour)
-        flag = net.flag if net.driver == "ipvlan" and net.flag not in (None, "bridge") else None
-        mode = f"{net.driver} {net.mode}" + (f" {flag}" if flag else "")
-        extra = "".join(f" {word}" for word, on in (("internal", net.internal), ("ipv6", net.ipv6)) if on)
-        out.append(fact("network", net.name, None, f"{mode} parent {net.parent}{extra}"))
-        for pool in net.pools:
-            text = str(pool.subnet)
-            if pool.ip_range is not None:
-                text += f" range {pool.ip_range}"
-            for name, ip in sorted((pool.aux or {}).items()):
-                text += f" aux {name}={ip}"
-            out.append(fact("subnet", net.name, None, text))
-    for link in sorted(state.host_links.values(), key=lambda link: link.name):
-        if link.owner == "topology":
-            continue
-        what = link.kind + (f" {link.vlan_id}" if link.vlan_id is not None else "")
-        on = f" on {link.parent}" if link.parent else ""
-        by = "by the user" if link.owner == "user" else f"made by {names_by_id.get(link.owner, link.owner)}"
-        out.append(fact("parent", "host", link.name, f"{what}{on}, {by}"))
-    for name in sorted(state.containers):
-        container = state.containers[name]
+    fleet = as_fleet(oracle.state)
+    for host, state in fleet.hosts.items():
+        out += _host_facts(host, state, fleet.multi_host)
+    containers = fleet.containers
+    for name in sorted(containers):
+        container = containers[name]
         for ep in container.endpoints:
             out.append(fact("endpoint", name, ep.ifname, ep.network))
             gateways = [str(g) for g in (ep.gateway4, ep.gateway6) if g is not None]
             out.append(fact("gateway", name, ep.ifname, " ".join(gateways) or "none"))
         for f in oracle.expected_state(container):
             out.append(fact(f.kind, f.node, f.interface, f.value))
+    return out
+
+
+def _host_facts(host: str, state, multi_host: bool) -> list[dict]:
+    """One Docker host's networks and the host links it manages; with several hosts, a network is
+    `<host>/<network>` (the same name on two hosts is two networks)."""
+    out = []
+    names_by_id = {net.id: net.name for net in state.networks.values()}
+    for net in sorted(state.networks.values(), key=lambda n: n.name):
+        node = f"{host}/{net.name}" if multi_host else net.name
+        # ipvlan's flag is `bridge` unless -o ipvlan_flag says otherwise (20.10 has no flag: bridge behaviour)
+        flag = net.flag if net.driver == "ipvlan" and net.flag not in (None, "bridge") else None
+        mode = f"{net.driver} {net.mode}" + (f" {flag}" if flag else "")
+        extra = "".join(f" {word}" for word, on in (("internal", net.internal), ("ipv6", net.ipv6)) if on)
+        out.append(fact("network", node, None, f"{mode} parent {net.parent}{extra}"))
+        for pool in net.pools:
+            text = str(pool.subnet)
+            if pool.ip_range is not None:
+                text += f" range {pool.ip_range}"
+            for name, ip in sorted((pool.aux or {}).items()):
+                text += f" aux {name}={ip}"
+            out.append(fact("subnet", node, None, text))
+    for link in sorted(state.host_links.values(), key=lambda link: link.name):
+        if link.owner == "topology":
+            continue
+        what = link.kind + (f" {link.vlan_id}" if link.vlan_id is not None else "")
+        on = f" on {link.parent}" if link.parent else ""
+        by = "by the user" if link.owner == "user" else f"made by {names_by_id.get(link.owner, link.owner)}"
+        out.append(fact("parent", host, link.name, f"{what}{on}, {by}"))
     return out
 
 

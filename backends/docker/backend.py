@@ -17,7 +17,7 @@ from pathlib import Path
 from backends.base import SESSION, Capability, unavailable_everywhere
 from backends.docker.daemon import missing_binaries
 from backends.docker.image import build_image, cached_image, default_cache_dir, find_busybox
-from backends.docker.real import RealDocker
+from backends.docker.real import RealDocker, RealFleet
 from backends.docker.session import DockerSession
 from harness.errors import BackendUnavailable
 
@@ -84,5 +84,8 @@ class DockerBackend:
             self.last_session = session
             yield session
 
-    def docker(self, compiled, session) -> RealDocker:
+    def docker(self, compiled, session) -> RealDocker | RealFleet:
+        """One real dockerd per Docker host: a `RealDocker`, or a `RealFleet` of them."""
+        if compiled.scenario.topology.multi_host:
+            return RealFleet(compiled, session)
         return RealDocker(compiled, session)

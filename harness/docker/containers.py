@@ -11,7 +11,6 @@ import re
 
 from harness.docker import ipam
 from harness.docker.common import (
-    HOST,
     _hex_id,
     gateway_routes,
 )
@@ -84,7 +83,7 @@ class ContainersMixin:
             raise DockerError("the harness emulates macvlan/ipvlan networks only: give --net/--network")
         self.counter += 1
         container = ContainerState(
-            name=cmd.name, id=_hex_id(self.scenario.name, "container", cmd.name, str(self.counter)),
+            name=cmd.name, id=_hex_id(self.seed, "container", cmd.name, str(self.counter)),
             transient=cmd.transient, status="created", net_mode=net_mode,
             gateway_score=self.profile.gateway_score, gateway_select=self.profile.gateway_endpoints,
             config={"networks": [] if net_mode else settings,
@@ -306,9 +305,9 @@ class ContainersMixin:
 
         name = container.name
         ops: list[Op] = [
-            AddLink(HOST, ep.child, net.driver, parent=net.parent, mode=net.mode, flag=net.flag,
+            AddLink(self.node, ep.child, net.driver, parent=net.parent, mode=net.mode, flag=net.flag,
                     error_format=f"failed to create the {net.driver} port: {{error}}"),
-            MoveLink(HOST, ep.child, name, ep.ifname),
+            MoveLink(self.node, ep.child, name, ep.ifname),
         ]
         if ep.mac:
             ops.append(SetLink(name, ep.ifname, mac=ep.mac))

@@ -1,6 +1,7 @@
 """The emulated Docker: libnetwork's semantics compiled to plan operations, applied through a session.
 
-`compile_scenario(scenario, profile)` runs the `DockerEmulator` over every step once, assuming each
+`compile_scenario(scenario, profile)` runs the `DockerEmulator` (one per Docker host: a `FleetEmulator`
+when the scenario has several) over every step once, assuming each
 succeeds on the kernel, and returns a `CompiledScenario`: the backend-neutral `Plan` (what `harness plan`
 prints, whose `required_features` choose the backend), the VLAN of every subnet Docker creates (the
 switch must carry them before any command runs), and the emulator's end state. It is cached per scenario
@@ -22,6 +23,7 @@ from dataclasses import dataclass, replace
 from harness.docker.base import DockerState, StepOutcome
 from harness.docker.choices import check_pinned
 from harness.docker.driver import DockerEmulator
+from harness.docker.fleet import FleetEmulator, as_fleet, make_emulator
 from harness.docker.profiles import DEFAULT_PROFILE
 from harness.errors import HarnessError, KernelError
 from harness.model import NOWHERE, IPNetwork, Scenario, Step
@@ -34,7 +36,7 @@ class CompiledScenario:
     scenario: Scenario
     plan: Plan
     vlans: tuple[tuple[IPNetwork, int | None], ...]  # each created subnet and the VLAN its parent tags
-    emulator: DockerEmulator  # the end state if every step succeeds; read it, never mutate it
+    emulator: DockerEmulator | FleetEmulator  # the end state if every step succeeds; read it, never mutate it
 
 
 MAX_ALTERNATIVES = 120  # 5! orders of one network's subnets; more is not a documented example
@@ -48,20 +50,21 @@ def compile_scenario(scenario: Scenario, profile: str = DEFAULT_PROFILE) -> Comp
         hit = _cache.get(key)
         if hit is not None and hit.scenario is scenario:
             return hit
-    emulator = DockerEmulator(scenario, profile)
+    emulator = make_emulator(scenario, profile)
     steps: list[CompiledStep] = []
-    seen: dict[str, list] = {}
+    seen: dict[tuple[str, str], list] = {}
     for step in scenario.steps:
         steps.append(emulator.compile(step))
         # A network Docker refuses never puts its VLAN on the switch; a hand-made parent
         # (`ip link add ... name foo type vlan id 40`) counts with its own VLAN id.
-        for net in emulator.networks.values():
-            if net.id not in seen:
-                vlan = emulator.vlan_of(net.parent)
-                seen[net.id] = [(pool.subnet, vlan) for pool in net.pools]
-    check_pinned(scenario, emulator.choice_points)
+        for host, state in as_fleet(emulator).hosts.items():
+            for net in state.networks.values():
+                if (host, net.id) not in seen:
+                    vlan = state.vlan_of(net.parent)
+                    seen[(host, net.id)] = [(pool.subnet, vlan) for pool in net.pools]
+    check_pinned(scenario, choice_points_of(emulator))
     vlans = tuple(entry for entries in seen.values() for entry in entries)
-    world = World.of(scenario.topology, vlans)
+    world = World.for_scenario(scenario, vlans)
     compiled = CompiledScenario(scenario, Plan(scenario.name, emulator.profile.name, world.ops(), tuple(steps),
                                                tuple(dict.fromkeys(emulator.notes))),
                                 vlans, emulator)
@@ -72,12 +75,19 @@ def compile_scenario(scenario: Scenario, profile: str = DEFAULT_PROFILE) -> Comp
     return compiled
 
 
+def choice_points_of(emulator) -> dict:
+    """Docker's random choices met by the daemon of every host (a network name on two hosts is one key:
+    a pin orders both)."""
+    return {key: point for state in as_fleet(emulator).hosts.values()
+            for key, point in getattr(state, "choice_points", {}).items()}
+
+
 def alternatives(scenario: Scenario, profile: str = DEFAULT_PROFILE, limit: int = MAX_ALTERNATIVES
                  ) -> list[CompiledScenario]:
     """The scenario compiled under every combination of Docker's random choices (the command-line order
     first), at most `limit` of them. A choice that only appears under another choice's outcome is found by
     compiling again until no new one appears."""
-    points = dict(compile_scenario(scenario, profile).emulator.choice_points)
+    points = choice_points_of(compile_scenario(scenario, profile).emulator)
     while True:
         keys = sorted(points)
         combos = itertools.islice(itertools.product(*(itertools.permutations(points[k].options) for k in keys)),
@@ -86,7 +96,7 @@ def alternatives(scenario: Scenario, profile: str = DEFAULT_PROFILE, limit: int 
         for combo in combos:
             pinned = tuple((k, order, NOWHERE) for k, order in zip(keys, combo))
             out.append(compile_scenario(replace(scenario, docker_choices=pinned), profile))
-        found = {k: p for c in out for k, p in c.emulator.choice_points.items() if k not in points}
+        found = {k: p for c in out for k, p in choice_points_of(c.emulator).items() if k not in points}
         if not found:
             return out
         points.update(found)
@@ -108,7 +118,7 @@ class EmulatedDocker:
         self.name = f"emulated {compiled.plan.profile}"
         self._next = 0  # index of the next step in scenario.steps
         self._refused: list[int] = []  # steps the kernel refused (their effects undone)
-        self._live: DockerEmulator | None = None  # once a step diverged from the compile
+        self._live: DockerEmulator | FleetEmulator | None = None  # once a step diverged from the compile
         self._pending: dict[int, CompiledStep] = {}
 
     @property
@@ -155,7 +165,7 @@ class EmulatedDocker:
     def _diverge(self, position: int) -> None:
         """Docker's state is now what it was before this step: recompile everything that took effect."""
         self._refused.append(position)
-        live = DockerEmulator(self.compiled.scenario, self.compiled.plan.profile)
+        live = make_emulator(self.compiled.scenario, self.compiled.plan.profile)
         for i, step in enumerate(self.compiled.scenario.steps[:position]):
             if i not in self._refused:
                 live.compile(step)

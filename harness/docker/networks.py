@@ -13,7 +13,6 @@ import json
 from harness.docker import ipam
 from harness.docker.choices import subnet_choice_key
 from harness.docker.common import (
-    HOST,
     IPVLAN_FLAGS,
     IPVLAN_MODES,
     IPVLAN_MODES_20,
@@ -55,7 +54,7 @@ class NetworksMixin:
             if wrong:
                 raise DockerError("invalid network config:\n" + "\n".join(wrong if len(wrong) == 1 else [f"* {w}" for w in wrong]))
         self.counter += 1
-        net_id = _hex_id(self.scenario.name, cmd.name, str(self.counter))
+        net_id = _hex_id(self.seed, cmd.name, str(self.counter))
         parent_given = cmd.option("parent") or ""
         # The driver's own internal flag: --internal, or (moby 28+) no parent at all.
         internal = cmd.internal or (not parent_given and self.profile.no_parent_internal)
@@ -72,7 +71,7 @@ class NetworksMixin:
                 raise DockerError(ipam.NO_V6_POOL)
             v6 = [ipam.IPAMConfig(subnet=self.address_space.default_v6(self._ula_base()))]
         if not v4:
-            exclude = () if self.profile.pool_allocation == "rotate" else self.scenario.topology.host_addresses
+            exclude = () if self.profile.pool_allocation == "rotate" else self.host.addresses
             v4 = [ipam.IPAMConfig(subnet=self.address_space.default_v4(
                 rotate=self.profile.pool_allocation == "rotate",
                 exclude=tuple(a.network for a in exclude)))]
@@ -102,14 +101,14 @@ class NetworksMixin:
             created = True
             if not parent_given:
                 # A dummy link failure is the bare netlink error (macvlan_setup.go:162-171).
-                ops += [AddLink(HOST, parent, "dummy", error_format="{error}"), SetLink(HOST, parent, up=True)]
+                ops += [AddLink(self.node, parent, "dummy", error_format="{error}"), SetLink(self.node, parent, up=True)]
                 self.host_links[parent] = HostLink(parent, "dummy", owner=net_id)
             else:
                 lower, vid = self._parse_vlan_parent(parent)
                 ops += [
-                    AddLink(HOST, parent, "vlan", parent=lower, vlan_id=vid,
+                    AddLink(self.node, parent, "vlan", parent=lower, vlan_id=vid,
                             error_format="failed to create {name} vlan link: {error}"),
-                    SetLink(HOST, parent, up=True),
+                    SetLink(self.node, parent, up=True),
                 ]
                 self.host_links[parent] = HostLink(parent, "vlan", parent=lower, vlan_id=vid, owner=net_id)
         else:
@@ -142,7 +141,7 @@ class NetworksMixin:
     def _ula_base(self) -> ipaddress.IPv6Network:
         """moby 27+'s ULA /48 for --ipv6 without a subnet: fd + 40 bits of sha256(host id). The engine's
         host ID is not known here: the scenario name stands in for it, so the prefix is the harness's own."""
-        gid = int(hashlib.sha256(self.scenario.name.encode()).hexdigest(), 16) & ((1 << 40) - 1)
+        gid = int(hashlib.sha256(self.seed.encode()).hexdigest(), 16) & ((1 << 40) - 1)
         return ipaddress.IPv6Network(((0xFD << 120) | (gid << 80), 48))
 
     def _subnet_order(self, network: str, kind: str, configs: list) -> list:
@@ -269,7 +268,7 @@ class NetworksMixin:
                 link.owner = next(n.id for n in self.networks.values() if n is not net and n.parent == net.parent)
             elif net.created_parent and link is not None and not still_used:
                 # Only the links the driver created are deleted; a parent made by hand survives.
-                ops.append(DeleteLink(HOST, net.parent))
+                ops.append(DeleteLink(self.node, net.parent))
                 del self.host_links[net.parent]
             for pool in net.pools:
                 self.address_space.release(pool.subnet, pool.ip_range)
