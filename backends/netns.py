@@ -370,6 +370,10 @@ class NetnsSession:
             return proc.Job(["ip", "-n", phys, *argv[1:]], node=node)  # iproute2 enters it itself
         return proc.Job(argv, node=node, netns=os.path.join(NETNS_DIR, phys))
 
+    def netns_path(self, node: str) -> str:
+        """The node's namespace file (the batch prober enters it to open that node's ICMP sockets)."""
+        return os.path.join(NETNS_DIR, self.physical_name(node))
+
     def run(self, node: str, argv: Sequence[str], timeout: float = 10.0) -> CommandResult:
         return self.run_many([(node, argv)], timeout)[0]
 

@@ -202,8 +202,11 @@ def probe(specs, interval: float, deadline: float, wait: float, packets: int):
 
 
 def main(argv) -> int:
+    if len(argv) >= 2 and argv[1] == "--batch":
+        return batch_main("\n".join(argv[2:]))
     if len(argv) < 5:
-        sys.stderr.write("usage: prober.py INTERVAL DEADLINE WAIT PACKETS r:ADDRESS|i:ADDRESS...\n")
+        sys.stderr.write("usage: prober.py INTERVAL DEADLINE WAIT PACKETS r:ADDRESS|i:ADDRESS...\n"
+                         "       prober.py --batch SPEC-LINE...\n")
         return 2
     interval, deadline, wait, packets = float(argv[1]), float(argv[2]), float(argv[3]), int(argv[4])
     targets, kinds = probe(argv[5:], interval, deadline, wait, packets)
@@ -212,6 +215,251 @@ def main(argv) -> int:
     for t in targets:
         fields = (("dst", t.text), ("reach", "true" if t.reach else "false"), ("sent", t.sent),
                   ("received", t.received), ("first_ms", t.first_ms), ("rtt_ms", t.rtt_ms), ("error", t.error))
+        out.append("{" + ", ".join('"{}": {}'.format(k, v if k == "reach" else json_text(v)) for k, v in fields) + "}")
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0
+
+
+# -- batch mode: one process for every source of a batch ---------------------------------------------
+#
+# `prober.py --batch LINE...` takes its work as arguments, one line each:
+#   window INTERVAL DEADLINE FLOOR CAP FACTOR PACKETS GAP
+#   ns SOURCE PATH            the network namespace file of a source node (a /run/netns or /proc/PID/ns path)
+#   probe SOURCE r|i ADDRESS  in the order of the output
+# It enters each source's namespace only to open that source's ICMP sockets (a socket stays in the
+# namespace it was created in), then sends every probe from one loop. Expected-reachable probes (`r`, the
+# witnesses) send an echo every INTERVAL until the first reply or DEADLINE. Isolation probes (`i`) send
+# PACKETS echoes GAP apart and then listen for the isolation window:
+#     window = max(FLOOR, FACTOR x the slowest first reply of every witness of the batch)
+# and never conclude while a witness is still unanswered (they stop at CAP after their last echo, whatever
+# the witnesses do). So the window is derived from replies measured in the same batch, at the same moment,
+# on the same machine: when the machine is slow, the witnesses are slow and the window grows with them.
+# Every socket is drained before a silent probe is concluded, so a reply that reached the kernel while
+# this process was not scheduled still counts. Each isolation probe reports `waited_ms`, how long it
+# listened after its last echo; the harness (harness.observe) decides from the reported figures, not from
+# this process's word, whether the silence is backed.
+
+CLONE_NEWNET = 0x40000000
+
+
+def isolation_window(slowest_ms: float, floor_ms: float, factor: float, cap_ms: float) -> float:
+    """How long a silent isolation probe listens after its last echo, in ms (see above)."""
+    return min(cap_ms, max(floor_ms, factor * slowest_ms))
+
+
+def parse_batch(text: str):
+    """(window parameters, {source: namespace path}, [(source, reach, address)]) of a batch spec."""
+    params, paths, probes = None, {}, []
+    for line in text.splitlines():
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "window" and len(words) == 8:
+            params = [float(w) for w in words[1:]]
+        elif words[0] == "ns" and len(words) == 3:
+            paths[words[1]] = words[2]
+        elif words[0] == "probe" and len(words) == 4 and words[2] in ("r", "i"):
+            probes.append((words[1], words[2] == "r", words[3]))
+        else:
+            raise ValueError("bad batch line: " + line[:200])
+    if params is None:
+        raise ValueError("the batch has no window line")
+    return params, paths, probes
+
+
+def _setns(path: str) -> None:
+    import ctypes  # only the batch mode needs it (Python 3.11 has no os.setns)
+
+    fd = posix.open(path, posix.O_RDONLY)
+    try:
+        if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, posix.strerror(err))
+    finally:
+        posix.close(fd)
+
+
+class BatchTarget(Target):
+    def __init__(self, src: str, reach: bool, text: str):
+        super().__init__(("r:" if reach else "i:") + text)
+        self.src = src
+        self.sock = None
+        self.kind = ""
+        self.last_sent = None
+        self.waited_ms = None
+
+
+def open_batch_sockets(targets, paths):
+    """Resolve each target and give it its source's socket; {(source, version): kind} for the report."""
+    sockets, kinds = {}, {}
+    for t in targets:
+        try:
+            t.version, t.dst = normalize(t.text)
+        except OSError as exc:
+            t.error, t.done = f"unknown host {t.text}: {exc.strerror or exc}", True
+            continue
+        key = (t.src, t.version)
+        if key not in sockets:
+            try:
+                if t.src not in paths:
+                    raise OSError(2, "no namespace given for source " + t.src)
+                _setns(paths[t.src])
+                sock, kind = open_socket(t.version)
+                # Many replies may land at once: a reply dropped on a full buffer would look like isolation.
+                for opt in (33, 8):  # SO_RCVBUFFORCE (root), else SO_RCVBUF
+                    try:
+                        sock.setsockopt(_socket.SOL_SOCKET, opt, 8 << 20)
+                        break
+                    except OSError:
+                        continue
+                sock.setblocking(False)
+                sockets[key], kinds[key] = sock, kind
+            except OSError as exc:
+                sockets[key], kinds[key] = None, "error: " + str(exc.strerror or exc)
+        t.sock, t.kind = sockets[key], kinds[key]
+        if t.sock is None:
+            t.error, t.done = "cannot open an ICMP socket: " + t.kind, True
+    return sockets, kinds
+
+
+def _send(t, now, ident, counters, seqs):
+    counters[t.version] = seq = (counters[t.version] + 1) & 0xFFFF
+    packet = bytes((ECHO_REQUEST[t.version], 0, 0, 0)) + ident.to_bytes(2, "big") + seq.to_bytes(2, "big") + PAYLOAD
+    if t.version == 4 and t.kind == "raw":
+        packet = packet[:2] + checksum(packet).to_bytes(2, "big") + packet[4:]
+    t.sock.sendto(packet, (t.dst, 0))
+    seqs[(t.sock.fileno(), seq)] = (t, now)
+    t.sent += 1
+    t.last_sent = now
+    if t.first_sent is None:
+        t.first_sent = now
+
+
+def _drain(sock, kind, version, ident, seqs) -> None:
+    while True:
+        try:
+            data, addr = sock.recvfrom(2048)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            return
+        got = time.monotonic()
+        if version == 4 and kind == "raw":
+            data = data[(data[0] & 0x0F) * 4:]
+        if len(data) < 8 or data[0] != ECHO_REPLY[version]:
+            continue
+        if kind == "raw" and int.from_bytes(data[4:6], "big") != ident:
+            continue
+        entry = seqs.get((sock.fileno(), int.from_bytes(data[6:8], "big")))
+        if entry is None:
+            continue
+        t, sent_at = entry
+        if t.received or addr[0] != t.dst:
+            continue
+        t.received += 1
+        t.first_ms = (got - t.first_sent) * 1000
+        t.rtt_ms = (got - sent_at) * 1000
+        if t.reach:
+            t.done = True
+
+
+def probe_batch(targets, sockets, params):
+    """Run every target of the batch to its end (the rules are above); returns the final window in ms."""
+    interval, deadline, floor, cap, factor, packets, gap = params
+    packets = int(packets)
+    ident = posix.getpid() & 0xFFFF
+    counters = {4: 0, 6: 0}
+    seqs = {}
+    live = [(s, kind_version) for kind_version, s in sockets.items() if s is not None]
+    by_fd = {s.fileno(): s for s, _ in live}
+    versions = {s.fileno(): key[1] for s, key in live}
+    kinds = {}
+    for t in targets:
+        if t.sock is not None:
+            kinds[t.sock.fileno()] = t.kind
+    poller = select.poll()
+    for fd in by_fd:
+        poller.register(fd, select.POLLIN)
+    start = time.monotonic()
+    # Spread the first echoes of a long list over a few milliseconds: each one may need an ARP/ND request,
+    # which macvlan delivers to every port through a bounded broadcast queue.
+    spacing = 0.00005 if len(targets) > 16 else 0.0
+    for i, t in enumerate(targets):
+        t.next_send = start + i * spacing
+        t.until = t.next_send + deadline if t.reach else float("inf")
+    witnesses = [t for t in targets if t.reach and not t.done]
+    window = floor
+    while True:
+        # Drain first, then judge with the time taken before the drain: every reply that reached the
+        # kernel before `check` has been counted when a silent probe is concluded at `check`.
+        check = time.monotonic()
+        for fd, s in by_fd.items():
+            _drain(s, kinds.get(fd, "raw"), versions[fd], ident, seqs)
+        for w in witnesses:
+            if not w.done and check >= w.until:
+                w.done = True
+        waiting_for_witnesses = any(not w.done for w in witnesses)
+        slowest = max((w.first_ms for w in witnesses if w.received), default=0.0)
+        window = isolation_window(slowest, floor * 1000, factor, cap * 1000)
+        pending = False
+        soonest = check + 1.0
+        for t in targets:
+            if t.done:
+                continue
+            if not t.reach and t.sent >= packets:  # listening after its last echo
+                listened = (check - t.last_sent) * 1000
+                if t.received or listened >= cap * 1000 or (listened >= window and not waiting_for_witnesses):
+                    t.waited_ms = listened
+                    t.done = True
+                    continue
+                pending = True
+                # While witnesses are unanswered, their replies or their own timers wake the loop.
+                soonest = min(soonest, t.last_sent + (cap if waiting_for_witnesses else window / 1000))
+                continue
+            pending = True
+            if t.next_send <= check:
+                try:
+                    _send(t, check, ident, counters, seqs)
+                except OSError as exc:
+                    if exc.errno not in TRANSIENT_ERRNOS:
+                        t.error, t.done = exc.strerror or str(exc), True
+                        t.waited_ms = None if t.reach else 0.0
+                        continue
+                    t.next_send = check + interval
+                else:
+                    if t.reach:
+                        t.next_send = check + interval
+                    elif t.sent < packets:
+                        t.next_send = check + gap
+                    else:
+                        soonest = min(soonest, check + window / 1000)
+                        continue
+            soonest = min(soonest, t.next_send, t.until)
+        if not pending:
+            break
+        timeout_ms = max(0.0, (soonest - time.monotonic()) * 1000)
+        poller.poll(min(timeout_ms, 1000.0))
+    return window
+
+
+def batch_main(text: str) -> int:
+    try:
+        params, paths, probes = parse_batch(text)
+    except ValueError as exc:
+        sys.stderr.write(str(exc) + "\n")
+        return 2
+    targets = [BatchTarget(src, reach, address) for src, reach, address in probes]
+    sockets, kinds = open_batch_sockets(targets, paths)
+    window = probe_batch(targets, sockets, params)
+    by_version = {}
+    for (_src, version), kind in sorted(kinds.items()):
+        by_version.setdefault(version, kind)
+    head = ", ".join(f'"{v}": {json_text(k)}' for v, k in sorted(by_version.items()))
+    out = ['{"sockets": {' + head + '}, "window_ms": ' + json_text(float(window)) + '}']
+    for t in targets:
+        fields = (("src", t.src), ("dst", t.text), ("reach", "true" if t.reach else "false"), ("sent", t.sent),
+                  ("received", t.received), ("first_ms", t.first_ms), ("rtt_ms", t.rtt_ms), ("error", t.error),
+                  ("waited_ms", t.waited_ms))
         out.append("{" + ", ".join('"{}": {}'.format(k, v if k == "reach" else json_text(v)) for k, v in fields) + "}")
     sys.stdout.write("\n".join(out) + "\n")
     return 0

@@ -54,7 +54,8 @@ def test_bridge_scenario_passes_with_real_probes(netns):
     assert result.status == PASS, result.failure_report()
     by_subject = {(c.kind, c.subject): c for c in result.checks}
     c2_c1 = by_subject[("reach", "c2 (172.16.86.2) -> c1 (172.16.86.10)")]
-    assert c2_c1.ok and "reachable" in c2_c1.observed and "ping" in c2_c1.evidence
+    # One batch prober probes every source (harness/prober.py --batch); its evidence names the probe.
+    assert c2_c1.ok and "reachable" in c2_c1.observed and "prober.py r:172.16.86.10" in c2_c1.evidence
     host = by_subject[("isolate", "c1 (172.16.86.10) -> host (172.16.86.250)")]
     assert host.ok and host.observed.startswith("no reply")
     assert any(c.origin == "matrix" for c in result.checks)
@@ -70,7 +71,7 @@ def test_a_flipped_expectation_fails_in_domain_words(netns):
     failed = [c.message for c in result.failures]
     assert len(failed) == 1, failed
     assert failed[0].startswith("c2 (172.16.86.2) -> c1 (172.16.86.10): expected isolated, got reachable ("), failed
-    assert "ping" in result.failures[0].evidence and "in c2" in result.failures[0].evidence
+    assert "prober.py i:172.16.86.10" in result.failures[0].evidence and "in c2" in result.failures[0].evidence
 
 
 class _Sabotage:
