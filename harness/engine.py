@@ -30,14 +30,7 @@ from harness.docker.emulated import CompiledScenario, compile_scenario
 from harness.docker.profiles import DEFAULT_PROFILE
 from harness.errors import BackendUnavailable, HarnessError, KernelError
 from harness.model import Scenario, Step
-from harness.observe import (
-    PingJob,
-    ProbeStats,
-    observation_jobs,
-    parse_observations,
-    ping_many,
-    probe_all,
-)
+from harness.observe import PingJob, ProbeStats, observe_and_probe, ping_many
 from harness.oracle import HOST, Oracle
 from harness.plan import cannot_run, render
 from harness.results import ERROR, FAIL, PASS, SKIP, Check, ScenarioResult, StepRecord
@@ -161,9 +154,7 @@ class Engine:
         # (`harness.observe.probe_all` states the rules).
         owners = {str(a.ip): (ROUTER if a.owner == "gateway" else a.owner) for a in oracle.addresses()}
         self.probe_stats = ProbeStats()
-        done, found = probe_all(session, [jobs[k] for k in keys], owners, observation_jobs(nodes),
-                                self.probe_stats)
-        judge.views = parse_observations(nodes, done)
+        judge.views, found = observe_and_probe(session, nodes, [jobs[k] for k in keys], owners, self.probe_stats)
         for view in judge.views.values():
             for err in view.errors:
                 raise HarnessError(f"observing {view.node} failed: {err}")

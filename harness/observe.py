@@ -74,6 +74,13 @@ class NodeView:
     addresses: tuple[tuple[str, str, str], ...] = ()  # (ifname, cidr, scope)
     routes: tuple[RouteView, ...] = ()
     errors: tuple[str, ...] = ()
+    source: str = "ip -json"  # how it was read: iproute2, or the batch prober's own netlink dump
+
+    def query(self, what: str) -> str:
+        """The command that showed `what` (addr, route, link), for evidence."""
+        if self.source == "ip -json":
+            return {"addr": "ip -json addr show", "route": "ip -json route show"}.get(what, "ip -json -details link show")
+        return f"prober.py netlink {what} dump"
 
     def global_addresses(self) -> list[str]:
         return [cidr for ifname, cidr, scope in self.addresses if scope == "global" and ifname != "lo"]
@@ -107,6 +114,22 @@ def parse_observations(nodes: Sequence[str], results) -> dict[str, NodeView]:
             routes=_routes(_json(chunk["routes4"].stdout), 4) + _routes(_json(chunk["routes6"].stdout), 6),
             errors=tuple(errors),
         )
+    return views
+
+
+def views_from_prober(nodes: Sequence[str], records: dict[str, dict]) -> dict[str, NodeView]:
+    """A `NodeView` per node from the batch prober's `observe` records (the `ip -json` shapes)."""
+    views = {}
+    for node in nodes:
+        rec = records.get(node)
+        if rec is None:
+            views[node] = NodeView(node, errors=("the prober returned no observation",), source="netlink")
+            continue
+        links = rec.get("links") or []
+        views[node] = NodeView(
+            node=node, links=_links(links), addresses=_addresses(links),
+            routes=_routes(rec.get("routes4") or [], 4) + _routes(rec.get("routes6") or [], 6),
+            errors=(rec["error"],) if rec.get("error") else (), source="netlink")
     return views
 
 
@@ -347,17 +370,21 @@ class NamespacePaths(Protocol):
     def netns_path(self, node: str) -> str: ...
 
 
-def batch_prober_argv(jobs: Sequence[PingJob], paths: dict[str, str], cap: float) -> list[str]:
-    """One prober for every source of a wave: its spec, one line per argv word (see harness/prober.py)."""
+def batch_prober_argv(jobs: Sequence[PingJob], paths: dict[str, str], cap: float,
+                      observe: Sequence[str] = ()) -> list[str]:
+    """One prober for every source of a wave (and the nodes to observe): its spec, one line per argv
+    word (see harness/prober.py)."""
     spec = [f"window {PING_INTERVAL:g} {REACH_DEADLINE} {ISOLATION_FLOOR:g} {cap:g} {WINDOW_FACTOR:g} "
             f"{ISOLATION_PACKETS} {ISOLATION_GAP:g}"]
-    spec += [f"ns {src} {paths[src]}" for src in sorted({j.src for j in jobs})]
+    spec += [f"ns {node} {paths[node]}" for node in sorted({j.src for j in jobs} | set(observe))]
     spec += [f"probe {j.src} {'i' if j.expect_reach is False else 'r'} {j.dst}" for j in jobs]
+    spec += [f"observe {node}" for node in observe]
     return [sys.executable, "-I", "-S", str(PROBER), "--batch", *spec]
 
 
-def parse_batch_prober(jobs: Sequence[PingJob], res) -> list[PingResult]:
-    """The batch prober's answer (a CommandResult) as a PingResult per job, in order."""
+def parse_batch_prober(jobs: Sequence[PingJob], res, observed: dict | None = None) -> list[PingResult]:
+    """The batch prober's answer (a CommandResult) as a PingResult per job, in order; its observation
+    records go into `observed` (node -> record) when given."""
     lines = [line for line in res.stdout.splitlines() if line.strip()]
     records, head = [], {}
     try:
@@ -365,6 +392,13 @@ def parse_batch_prober(jobs: Sequence[PingJob], res) -> list[PingResult]:
         records = [json.loads(line) for line in lines[1:]]
     except (json.JSONDecodeError, TypeError):
         records = []
+    if observed is not None:
+        observed.update({r["observe"]: r for r in records if isinstance(r, dict) and "observe" in r})
+        if res.exit_code != 0 or not lines:
+            why = "timed out" if getattr(res, "timed_out", False) else f"exit {res.exit_code}"
+            text = (res.stderr.strip().splitlines() or ["no output"])[-1]
+            observed["*error*"] = f"the prober failed ({why}): {text}"
+    records = [r for r in records if not (isinstance(r, dict) and "observe" in r)]
     sockets = head.get("sockets", {}) if isinstance(head, dict) else {}
     if res.exit_code != 0 or len(records) != len(jobs) or any(
             r.get("src") != j.src or r.get("dst") != j.dst for j, r in zip(jobs, records)):
@@ -467,11 +501,32 @@ def _with_witnesses(jobs: Sequence[PingJob]) -> list[PingJob]:
     return [*jobs, *(PingJob(src, LOOPBACK, True, 4) for src in lonely)]
 
 
+def observe_and_probe(session, nodes: Sequence[str], jobs: Sequence[PingJob], owners: dict[str, str],
+                      stats: ProbeStats | None = None) -> tuple[dict[str, NodeView], list[PingResult]]:
+    """Observe every node and run every probe: (a NodeView per node, a PingResult per job in order).
+
+    A session with namespace files is observed by the batch prober's own netlink dumps, in the process
+    that runs the first wave; any other session by `ip -json` in each node, started with the first wave.
+    """
+    if isinstance(session, NamespacePaths):
+        observed: dict = {}
+        _, results = probe_all(session, jobs, owners, (), stats, observe=nodes, observed=observed)
+        views = views_from_prober(nodes, observed)
+        if "*error*" in observed:
+            views = {n: replace(v, errors=(*v.errors, observed["*error*"])) if not v.links else v
+                     for n, v in views.items()}
+        return views, results
+    done, results = probe_all(session, jobs, owners, observation_jobs(nodes), stats)
+    return parse_observations(nodes, done), results
+
+
 def probe_all(session, jobs: Sequence[PingJob], owners: dict[str, str], extra: Sequence[tuple[str, list[str]]] = (),
-              stats: ProbeStats | None = None):
+              stats: ProbeStats | None = None, observe: Sequence[str] = (), observed: dict | None = None):
     """Run `extra` commands (the observations) and every probe; (extra's CommandResults, PingResults in order).
 
-    `owners` maps a destination address to the node that holds it (for the waves and the flushes).
+    `owners` maps a destination address to the node that holds it (for the waves and the flushes). With
+    a batch prober (`NamespacePaths`), the nodes in `observe` are observed by the first wave's prober and
+    its records go into `observed`.
     """
     stats = stats if stats is not None else ProbeStats()
     stats.probes = len(jobs)
@@ -483,6 +538,13 @@ def probe_all(session, jobs: Sequence[PingJob], owners: dict[str, str], extra: S
     extra = list(extra)
     extra_results: list = []
     together = len(extra) + 1 <= limit if batch else not (use_prober or len(extra) + len(jobs) > limit)
+    observe = list(observe) if batch else []
+    if batch and observe and not jobs:
+        paths = {node: session.netns_path(node) for node in observe}
+        done = session.run_many([(observe[0], batch_prober_argv([], paths, BATCH_CAP, observe))], timeout=PING_TIMEOUT)
+        parse_batch_prober([], done[0], observed)
+        stats.processes += 1
+        observe = []
     if not jobs or not together:
         for i in range(0, len(extra), limit):
             extra_results += session.run_many(extra[i:i + limit], timeout=PING_TIMEOUT)
@@ -503,10 +565,11 @@ def probe_all(session, jobs: Sequence[PingJob], owners: dict[str, str], extra: S
             stats.waves += 1
             stats.sent += len(wave)
             if batch:
-                paths = {src: session.netns_path(src) for src in sorted({j.src for j in wave})}
-                commands = [(wave[0].src, batch_prober_argv(wave, paths, wait))]
+                paths = {node: session.netns_path(node) for node in sorted({j.src for j in wave} | set(observe))}
+                commands = [(wave[0].src, batch_prober_argv(wave, paths, wait, observe))]
                 done = session.run_many(extra + commands, timeout=REACH_DEADLINE + wait + 10)
-                results = parse_batch_prober(wave, done[len(extra)])
+                results = parse_batch_prober(wave, done[len(extra)], observed if observe else None)
+                observe = []
             elif use_prober:
                 by_src: dict[str, list[int]] = {}
                 for k, j in enumerate(wave):

@@ -226,6 +226,7 @@ def main(argv) -> int:
 #   window INTERVAL DEADLINE FLOOR CAP FACTOR PACKETS GAP
 #   ns SOURCE PATH            the network namespace file of a source node (a /run/netns or /proc/PID/ns path)
 #   probe SOURCE r|i ADDRESS  in the order of the output
+#   observe NODE              the node's links, addresses and routes (after the probes in the output)
 # It enters each source's namespace only to open that source's ICMP sockets (a socket stays in the
 # namespace it was created in), then sends every probe from one loop. Expected-reachable probes (`r`, the
 # witnesses) send an echo every INTERVAL until the first reply or DEADLINE. Isolation probes (`i`) send
@@ -248,8 +249,8 @@ def isolation_window(slowest_ms: float, floor_ms: float, factor: float, cap_ms: 
 
 
 def parse_batch(text: str):
-    """(window parameters, {source: namespace path}, [(source, reach, address)]) of a batch spec."""
-    params, paths, probes = None, {}, []
+    """(window parameters, {node: namespace path}, [(source, reach, address)], [node to observe]) of a spec."""
+    params, paths, probes, observe = None, {}, [], []
     for line in text.splitlines():
         words = line.split()
         if not words:
@@ -260,20 +261,29 @@ def parse_batch(text: str):
             paths[words[1]] = words[2]
         elif words[0] == "probe" and len(words) == 4 and words[2] in ("r", "i"):
             probes.append((words[1], words[2] == "r", words[3]))
+        elif words[0] == "observe" and len(words) == 2:
+            observe.append(words[1])
         else:
             raise ValueError("bad batch line: " + line[:200])
     if params is None:
         raise ValueError("the batch has no window line")
-    return params, paths, probes
+    return params, paths, probes, observe
+
+
+_libc_setns = []  # ctypes' setns, loaded on first use
 
 
 def _setns(path: str) -> None:
-    import ctypes  # only the batch mode needs it (Python 3.11 has no os.setns)
+    if not _libc_setns:
+        import ctypes  # only the batch mode needs it (Python 3.11 has no os.setns)
 
+        libc = ctypes.CDLL(None, use_errno=True)
+        _libc_setns.extend((libc.setns, ctypes.get_errno))
+    setns, get_errno = _libc_setns
     fd = posix.open(path, posix.O_RDONLY)
     try:
-        if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
+        if setns(fd, CLONE_NEWNET) != 0:
+            err = get_errno()
             raise OSError(err, posix.strerror(err))
     finally:
         posix.close(fd)
@@ -442,12 +452,177 @@ def probe_batch(targets, sockets, params):
     return window
 
 
+# -- observation: links, addresses and routes read over netlink, with this script's own decoder ---------
+#
+# `observe NODE` lines (with the node's `ns` line) ask for what `ip -json -details addr show` and
+# `ip -json -4/-6 route show table main` print, in their JSON shape (only the fields the harness reads),
+# from netlink dumps made in the node's namespace before any probe is sent. The decoder below is this
+# script's own (the harness configures with pyroute2): a bug in either cannot confirm the other.
+
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE = 18, 22, 26
+RTM_F_CLONED, RT_TABLE_MAIN = 0x200, 254
+IFF_NAMES = ((0x8, "LOOPBACK"), (0x2, "BROADCAST"), (0x10, "POINTOPOINT"), (0x1000, "MULTICAST"), (0x80, "NOARP"),
+             (0x200, "ALLMULTI"), (0x100, "PROMISC"), (0x400, "MASTER"), (0x800, "SLAVE"), (0x1, "UP"),
+             (0x10000, "LOWER_UP"), (0x20000, "DORMANT"))
+MACVLAN_MODES = {1: "private", 2: "vepa", 4: "bridge", 8: "passthru", 16: "source"}
+IPVLAN_MODES = {0: "l2", 1: "l3", 2: "l3s"}
+SCOPES = {0: "global", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
+
+
+def u(data, offset: int, size: int) -> int:
+    return int.from_bytes(data[offset:offset + size], sys.byteorder)
+
+
+def attributes(data, offset: int = 0) -> dict:
+    """{type: payload} of a run of netlink attributes (the nested flag masked off)."""
+    out = {}
+    while offset + 4 <= len(data):
+        length, kind = u(data, offset, 2), u(data, offset + 2, 2) & 0x3FFF
+        if length < 4:
+            break
+        out[kind] = data[offset + 4:offset + length]
+        offset += (length + 3) & ~3
+    return out
+
+
+def dump(sock, kind: int, body: bytes, seq: int) -> list:
+    """The messages of one netlink dump: (type, payload) pairs."""
+    header = (16 + len(body)).to_bytes(4, sys.byteorder) + kind.to_bytes(2, sys.byteorder) + \
+        (NLM_F_REQUEST | NLM_F_DUMP).to_bytes(2, sys.byteorder) + seq.to_bytes(4, sys.byteorder) + bytes(4)
+    sock.send(header + body)
+    out = []
+    while True:
+        data = sock.recv(1 << 20)
+        offset = 0
+        while offset + 16 <= len(data):
+            length, mtype = u(data, offset, 4), u(data, offset + 4, 2)
+            if length < 16:
+                return out
+            if mtype == NLMSG_DONE:
+                return out
+            if mtype == NLMSG_ERROR:
+                code = -int.from_bytes(data[offset + 16:offset + 20], sys.byteorder, signed=True)
+                if code:
+                    raise OSError(code, posix.strerror(code))
+                return out
+            out.append((mtype, data[offset + 16:offset + length]))
+            offset += (length + 3) & ~3
+
+
+def text(raw) -> str:
+    return bytes(raw).split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def mac(raw) -> str:
+    return ":".join(f"{b:02x}" for b in bytes(raw))
+
+
+def address(family: int, raw) -> str:
+    return _socket.inet_ntop(family, bytes(raw))
+
+
+def observe_node() -> dict:
+    """This namespace's links (with their addresses) and main-table routes, as `ip -json` shows them."""
+    sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, 0)
+    try:
+        sock.bind((0, 0))
+        links, names = [], {}
+        for _, msg in dump(sock, RTM_GETLINK, bytes(16), 1):
+            index, flags = int.from_bytes(msg[4:8], sys.byteorder, signed=True), u(msg, 8, 4)
+            attrs = attributes(msg, 16)
+            link = {"ifindex": index, "ifname": text(attrs.get(3, b"")), "flags": [n for bit, n in IFF_NAMES if flags & bit]}
+            if flags & 0x1 and not flags & 0x40:  # up, not running
+                link["flags"].insert(0, "NO-CARRIER")
+            if 1 in attrs:
+                link["address"] = mac(attrs[1])
+            if 18 in attrs:
+                info = attributes(attrs[18])
+                kind = text(info.get(1, b""))
+                data = attributes(info[2]) if 2 in info else {}
+                linkinfo = {"info_kind": kind}
+                if kind == "macvlan" and 1 in data:
+                    linkinfo["info_data"] = {"mode": MACVLAN_MODES.get(u(data[1], 0, 4), str(u(data[1], 0, 4)))}
+                elif kind == "ipvlan" and 1 in data:
+                    linkinfo["info_data"] = {"mode": IPVLAN_MODES.get(u(data[1], 0, 2), str(u(data[1], 0, 2)))}
+                elif kind == "vlan" and 1 in data:
+                    linkinfo["info_data"] = {"id": u(data[1], 0, 2)}
+                link["linkinfo"] = linkinfo
+            link["addr_info"] = []
+            names[index] = link["ifname"]
+            links.append(link)
+        by_index = {link["ifindex"]: link for link in links}
+        for _, msg in dump(sock, RTM_GETADDR, bytes(8), 2):
+            family, prefixlen, scope, index = msg[0], msg[1], msg[3], u(msg, 4, 4)
+            attrs = attributes(msg, 8)
+            raw = attrs.get(2, attrs.get(1))  # IFA_LOCAL, else IFA_ADDRESS
+            if raw is None or index not in by_index:
+                continue
+            fam = _socket.AF_INET if family == 2 else _socket.AF_INET6
+            by_index[index]["addr_info"].append({"family": "inet" if family == 2 else "inet6",
+                                                 "local": address(fam, raw), "prefixlen": prefixlen,
+                                                 "scope": SCOPES.get(scope, str(scope))})
+        routes = {4: [], 6: []}
+        for version, family in ((4, _socket.AF_INET), (6, _socket.AF_INET6)):
+            body = bytes((family,)) + bytes(11)
+            for _, msg in dump(sock, RTM_GETROUTE, body, 3 + version):
+                dst_len, table, flags = msg[1], msg[4], u(msg, 8, 4)
+                attrs = attributes(msg, 12)
+                if 15 in attrs:
+                    table = u(attrs[15], 0, 4)
+                if table != RT_TABLE_MAIN or flags & RTM_F_CLONED:
+                    continue
+                route = {}
+                if 1 in attrs and dst_len:
+                    dst = address(family, attrs[1])
+                    route["dst"] = dst if dst_len == (32 if version == 4 else 128) else f"{dst}/{dst_len}"
+                else:
+                    route["dst"] = "default"
+                if 5 in attrs:
+                    route["gateway"] = address(family, attrs[5])
+                if 4 in attrs:
+                    route["dev"] = names.get(u(attrs[4], 0, 4), str(u(attrs[4], 0, 4)))
+                routes[version].append(route)
+        for link in links:
+            del link["ifindex"]
+        return {"links": links, "routes4": routes[4], "routes6": routes[6]}
+    finally:
+        sock.close()
+
+
+def json_value(value) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(json_text(k) + ": " + json_value(v) for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(json_value(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json_text(value)
+
+
+def observe_all(nodes, paths) -> list:
+    """One `{"observe": NODE, ...}` line per node (or its error), each read inside the node's namespace."""
+    out = []
+    for node in nodes:
+        try:
+            if node not in paths:
+                raise OSError(2, "no namespace given for node " + node)
+            _setns(paths[node])
+            record = {"observe": node, **observe_node()}
+        except OSError as exc:
+            record = {"observe": node, "error": f"netlink dump in {node}: {exc.strerror or exc}"}
+        out.append(json_value(record))
+    return out
+
+
 def batch_main(text: str) -> int:
     try:
-        params, paths, probes = parse_batch(text)
+        params, paths, probes, observe = parse_batch(text)
     except ValueError as exc:
         sys.stderr.write(str(exc) + "\n")
         return 2
+    observed = observe_all(observe, paths)  # before any probe: the state Docker left, not the probes' own
     targets = [BatchTarget(src, reach, address) for src, reach, address in probes]
     sockets, kinds = open_batch_sockets(targets, paths)
     window = probe_batch(targets, sockets, params)
@@ -461,7 +636,7 @@ def batch_main(text: str) -> int:
                   ("received", t.received), ("first_ms", t.first_ms), ("rtt_ms", t.rtt_ms), ("error", t.error),
                   ("waited_ms", t.waited_ms))
         out.append("{" + ", ".join('"{}": {}'.format(k, v if k == "reach" else json_text(v)) for k, v in fields) + "}")
-    sys.stdout.write("\n".join(out) + "\n")
+    sys.stdout.write("\n".join(out + observed) + "\n")
     return 0
 
 

@@ -212,3 +212,33 @@ def test_pytest_serial_and_xdist_give_the_same_verdicts(netns, tmp_path):
     parallel = outcomes(["-n", "2"], "parallel")
     assert serial and serial == parallel
     assert "passed" in serial.values()
+
+
+@pytest.mark.parametrize("name", ["macvlan-mcv0-dual-stack", "macvlan-private", "macvlan-passthru", "macvlan-two-nics"])
+def test_the_probers_netlink_view_is_what_ip_json_shows(netns, monkeypatch, name):
+    """The batch prober decodes netlink itself (harness/prober.py): every node's links, addresses and routes
+    must be what iproute2 shows for the same namespace at the same moment."""
+    from harness import engine, observe
+
+    seen = []
+    real = observe.observe_and_probe
+
+    def both(session, nodes, jobs, owners, stats=None):
+        views, results = real(session, nodes, jobs, owners, stats)
+        ip = observe.parse_observations(nodes, session.run_many(observe.observation_jobs(nodes)))
+        seen.append((views, ip))
+        return views, results
+
+    monkeypatch.setattr(engine, "observe_and_probe", both)
+    result = Engine(netns).run(load_scenario(SCENARIOS / f"{name}.yaml"))
+    assert result.status == PASS, result.failure_report()
+    (views, ip), = seen
+    assert set(views) == set(ip) and len(views) >= 2
+    for node in ip:
+        mine, theirs = views[node], ip[node]
+        assert mine.source == "netlink" and not mine.errors and not theirs.errors
+        assert {k: (v.kind, v.mode, v.mac, v.up) for k, v in mine.links.items()} == \
+            {k: (v.kind, v.mode, v.mac, v.up) for k, v in theirs.links.items()}, node
+        assert sorted(mine.addresses) == sorted(theirs.addresses), node
+        assert sorted(map(str, mine.routes)) == sorted(map(str, theirs.routes)), node
+        assert sorted(r.family for r in mine.routes) == sorted(r.family for r in theirs.routes), node
