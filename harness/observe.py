@@ -371,18 +371,20 @@ class NamespacePaths(Protocol):
 
 
 def batch_prober_argv(jobs: Sequence[PingJob], paths: dict[str, str], cap: float,
-                      observe: Sequence[str] = ()) -> list[str]:
+                      observe: Sequence[str] = (), flush: Sequence[str] = ()) -> list[str]:
     """One prober for every source of a wave (and the nodes to observe): its spec, one line per argv
     word (see harness/prober.py)."""
     spec = [f"window {PING_INTERVAL:g} {REACH_DEADLINE} {ISOLATION_FLOOR:g} {cap:g} {WINDOW_FACTOR:g} "
             f"{ISOLATION_PACKETS} {ISOLATION_GAP:g}"]
-    spec += [f"ns {node} {paths[node]}" for node in sorted({j.src for j in jobs} | set(observe))]
+    spec += [f"ns {node} {paths[node]}" for node in sorted({j.src for j in jobs} | set(observe) | set(flush))]
     spec += [f"probe {j.src} {'i' if j.expect_reach is False else 'r'} {j.dst}" for j in jobs]
     spec += [f"observe {node}" for node in observe]
+    spec += [f"flush {node}" for node in flush]
     return [sys.executable, "-I", "-S", str(PROBER), "--batch", *spec]
 
 
-def parse_batch_prober(jobs: Sequence[PingJob], res, observed: dict | None = None) -> list[PingResult]:
+def parse_batch_prober(jobs: Sequence[PingJob], res, observed: dict | None = None,
+                       stats: ProbeStats | None = None) -> list[PingResult]:
     """The batch prober's answer (a CommandResult) as a PingResult per job, in order; its observation
     records go into `observed` (node -> record) when given."""
     lines = [line for line in res.stdout.splitlines() if line.strip()]
@@ -398,8 +400,13 @@ def parse_batch_prober(jobs: Sequence[PingJob], res, observed: dict | None = Non
             why = "timed out" if getattr(res, "timed_out", False) else f"exit {res.exit_code}"
             text = (res.stderr.strip().splitlines() or ["no output"])[-1]
             observed["*error*"] = f"the prober failed ({why}): {text}"
-    records = [r for r in records if not (isinstance(r, dict) and "observe" in r)]
+    # A failed neighbour flush is not a verdict: an overflowing table loses replies, which makes reach
+    # probes fail and isolation probes unbacked, never a false pass.
+    records = [r for r in records if not (isinstance(r, dict) and ("observe" in r or "flushed" in r))]
     sockets = head.get("sockets", {}) if isinstance(head, dict) else {}
+    if stats is not None and isinstance(head, dict):
+        for phase, ms in (head.get("phases_ms") or {}).items():
+            stats.phases_ms[phase] = stats.phases_ms.get(phase, 0.0) + ms
     if res.exit_code != 0 or len(records) != len(jobs) or any(
             r.get("src") != j.src or r.get("dst") != j.dst for j, r in zip(jobs, records)):
         why = "timed out" if getattr(res, "timed_out", False) else f"exit {res.exit_code}"
@@ -458,6 +465,7 @@ class ProbeStats:
     rounds: int = 0
     processes: int = 0
     prober: bool = False
+    phases_ms: dict = field(default_factory=dict)  # the batch probers' time per phase (observe, open, probe, flush)
 
 
 def required_listen_ms(slowest_ms: float) -> float:
@@ -564,11 +572,15 @@ def probe_all(session, jobs: Sequence[PingJob], owners: dict[str, str], extra: S
             wave = _with_witnesses([subset[k] for k in wave_idx])
             stats.waves += 1
             stats.sent += len(wave)
+            touched = sorted({j.src for j in wave} | {owners[j.dst] for j in wave if j.dst in owners}) \
+                if flushing else []
             if batch:
-                paths = {node: session.netns_path(node) for node in sorted({j.src for j in wave} | set(observe))}
-                commands = [(wave[0].src, batch_prober_argv(wave, paths, wait, observe))]
+                # The same process flushes the wave's neighbour entries after its probes.
+                nodes = {j.src for j in wave} | set(observe) | set(touched)
+                paths = {node: session.netns_path(node) for node in sorted(nodes)}
+                commands = [(wave[0].src, batch_prober_argv(wave, paths, wait, observe, touched))]
                 done = session.run_many(extra + commands, timeout=REACH_DEADLINE + wait + 10)
-                results = parse_batch_prober(wave, done[len(extra)], observed if observe else None)
+                results = parse_batch_prober(wave, done[len(extra)], observed if observe else None, stats)
                 observe = []
             elif use_prober:
                 by_src: dict[str, list[int]] = {}
@@ -587,8 +599,7 @@ def probe_all(session, jobs: Sequence[PingJob], owners: dict[str, str], extra: S
             stats.processes += len(extra) + len(commands)
             if extra:
                 extra_results, extra = done[:len(extra)], []
-            if flushing:
-                touched = sorted({j.src for j in wave} | {owners[j.dst] for j in wave if j.dst in owners})
+            if flushing and not batch:
                 session.run_many([(node, ["ip", "neigh", "flush", "all"]) for node in touched], timeout=PING_TIMEOUT)
                 stats.processes += len(touched)
             trusted, wave_slowest, backed = _wave_verdicts(wave, results)

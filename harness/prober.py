@@ -23,6 +23,7 @@ Why a prober, and why this one (harness.observe decides when it is used):
   * `-I` keeps the harness directory off sys.path: the script imports nothing of the project.
 """
 
+import _heapq as heapq
 import _socket
 import posix
 import select
@@ -227,6 +228,8 @@ def main(argv) -> int:
 #   ns SOURCE PATH            the network namespace file of a source node (a /run/netns or /proc/PID/ns path)
 #   probe SOURCE r|i ADDRESS  in the order of the output
 #   observe NODE              the node's links, addresses and routes (after the probes in the output)
+#   flush NODE                after the probes, the node's dynamic neighbour entries are deleted (the waves
+#                             of a big matrix, harness.observe), reported last
 # It enters each source's namespace only to open that source's ICMP sockets (a socket stays in the
 # namespace it was created in), then sends every probe from one loop. Expected-reachable probes (`r`, the
 # witnesses) send an echo every INTERVAL until the first reply or DEADLINE. Isolation probes (`i`) send
@@ -249,8 +252,9 @@ def isolation_window(slowest_ms: float, floor_ms: float, factor: float, cap_ms: 
 
 
 def parse_batch(text: str):
-    """(window parameters, {node: namespace path}, [(source, reach, address)], [node to observe]) of a spec."""
-    params, paths, probes, observe = None, {}, [], []
+    """(window parameters, {node: namespace path}, [(source, reach, address)], [node to observe],
+    [node to flush]) of a spec."""
+    params, paths, probes, observe, flush = None, {}, [], [], []
     for line in text.splitlines():
         words = line.split()
         if not words:
@@ -263,11 +267,13 @@ def parse_batch(text: str):
             probes.append((words[1], words[2] == "r", words[3]))
         elif words[0] == "observe" and len(words) == 2:
             observe.append(words[1])
+        elif words[0] == "flush" and len(words) == 2:
+            flush.append(words[1])
         else:
             raise ValueError("bad batch line: " + line[:200])
     if params is None:
         raise ValueError("the batch has no window line")
-    return params, paths, probes, observe
+    return params, paths, probes, observe, flush
 
 
 _libc_setns = []  # ctypes' setns, loaded on first use
@@ -345,7 +351,8 @@ def _send(t, now, ident, counters, seqs):
         t.first_sent = now
 
 
-def _drain(sock, kind, version, ident, seqs) -> None:
+def _drain(sock, kind, version, ident, seqs, replied) -> None:
+    """Read every reply waiting on a socket; each first reply of a target is appended to `replied`."""
     while True:
         try:
             data, addr = sock.recvfrom(2048)
@@ -369,87 +376,119 @@ def _drain(sock, kind, version, ident, seqs) -> None:
         t.received += 1
         t.first_ms = (got - t.first_sent) * 1000
         t.rtt_ms = (got - sent_at) * 1000
-        if t.reach:
-            t.done = True
+        replied.append(t)
+
+
+ECHO, DEADLINE = 0, 1
 
 
 def probe_batch(targets, sockets, params):
-    """Run every target of the batch to its end (the rules are above); returns the final window in ms."""
+    """Run every target of the batch to its end (the rules are above); returns the final window in ms.
+
+    Timers (the next echo of a target, a witness's deadline) sit in a heap, and isolation probes listen in
+    the order they sent their last echo, so each event costs O(log n), not a pass over the whole batch.
+    """
     interval, deadline, floor, cap, factor, packets, gap = params
     packets = int(packets)
+    floor_ms, cap_ms = floor * 1000, cap * 1000
     ident = posix.getpid() & 0xFFFF
     counters = {4: 0, 6: 0}
     seqs = {}
-    live = [(s, kind_version) for kind_version, s in sockets.items() if s is not None]
-    by_fd = {s.fileno(): s for s, _ in live}
-    versions = {s.fileno(): key[1] for s, key in live}
-    kinds = {}
-    for t in targets:
-        if t.sock is not None:
-            kinds[t.sock.fileno()] = t.kind
+    live = [(key, s) for key, s in sockets.items() if s is not None]
+    by_fd = {s.fileno(): (s, key[1]) for key, s in live}
+    kinds = {t.sock.fileno(): t.kind for t in targets if t.sock is not None}
     poller = select.poll()
     for fd in by_fd:
         poller.register(fd, select.POLLIN)
+    replied = []
+
+    def drain_all():
+        for fd, (sock, version) in by_fd.items():
+            _drain(sock, kinds.get(fd, "raw"), version, ident, seqs, replied)
+
+    state = {"remaining": sum(1 for t in targets if not t.done),
+             "witnesses": sum(1 for t in targets if t.reach and not t.done), "slowest": 0.0}
+
+    def finish(t, now, error=None):
+        t.done = True
+        state["remaining"] -= 1
+        if error is not None:
+            t.error = error
+        if t.reach:
+            state["witnesses"] -= 1
+            if t.received:
+                state["slowest"] = max(state["slowest"], t.first_ms)
+        else:
+            t.waited_ms = 0.0 if error is not None else (now - t.last_sent) * 1000
+
+    timers = []  # (when, order, ECHO or DEADLINE, target): the target's next echo, or a witness's deadline
+    order = 0
+    listening = []  # isolation probes after their last echo, in the order they sent it
+
+    def send(t, now):
+        nonlocal order
+        try:
+            _send(t, now, ident, counters, seqs)
+        except OSError as exc:
+            if exc.errno not in TRANSIENT_ERRNOS:
+                finish(t, now, exc.strerror or str(exc))
+                return
+        order += 1
+        if t.reach or t.sent < packets:
+            heapq.heappush(timers, (now + (interval if t.reach else gap), order, ECHO, t))
+        else:
+            listening.append(t)
+
     start = time.monotonic()
-    # Spread the first echoes of a long list over a few milliseconds: each one may need an ARP/ND request,
-    # which macvlan delivers to every port through a bounded broadcast queue.
-    spacing = 0.00005 if len(targets) > 16 else 0.0
     for i, t in enumerate(targets):
-        t.next_send = start + i * spacing
-        t.until = t.next_send + deadline if t.reach else float("inf")
-    witnesses = [t for t in targets if t.reach and not t.done]
-    window = floor
-    while True:
+        if t.done:
+            continue
+        if t.reach:
+            t.until = start + deadline
+            order += 1
+            heapq.heappush(timers, (t.until, order, DEADLINE, t))
+        send(t, time.monotonic())
+        if i % 32 == 31:
+            drain_all()  # keep the receive buffers short while a long batch is sent
+    head = 0  # listening[:head] are concluded
+    while state["remaining"] > 0:
         # Drain first, then judge with the time taken before the drain: every reply that reached the
         # kernel before `check` has been counted when a silent probe is concluded at `check`.
         check = time.monotonic()
-        for fd, s in by_fd.items():
-            _drain(s, kinds.get(fd, "raw"), versions[fd], ident, seqs)
-        for w in witnesses:
-            if not w.done and check >= w.until:
-                w.done = True
-        waiting_for_witnesses = any(not w.done for w in witnesses)
-        slowest = max((w.first_ms for w in witnesses if w.received), default=0.0)
-        window = isolation_window(slowest, floor * 1000, factor, cap * 1000)
-        pending = False
-        soonest = check + 1.0
-        for t in targets:
+        drain_all()
+        for t in replied:
+            if not t.done:
+                finish(t, check)
+        replied.clear()
+        while timers and timers[0][0] <= check:
+            _, _, kind, t = heapq.heappop(timers)
             if t.done:
                 continue
-            if not t.reach and t.sent >= packets:  # listening after its last echo
-                listened = (check - t.last_sent) * 1000
-                if t.received or listened >= cap * 1000 or (listened >= window and not waiting_for_witnesses):
-                    t.waited_ms = listened
-                    t.done = True
-                    continue
-                pending = True
-                # While witnesses are unanswered, their replies or their own timers wake the loop.
-                soonest = min(soonest, t.last_sent + (cap if waiting_for_witnesses else window / 1000))
-                continue
-            pending = True
-            if t.next_send <= check:
-                try:
-                    _send(t, check, ident, counters, seqs)
-                except OSError as exc:
-                    if exc.errno not in TRANSIENT_ERRNOS:
-                        t.error, t.done = exc.strerror or str(exc), True
-                        t.waited_ms = None if t.reach else 0.0
-                        continue
-                    t.next_send = check + interval
-                else:
-                    if t.reach:
-                        t.next_send = check + interval
-                    elif t.sent < packets:
-                        t.next_send = check + gap
-                    else:
-                        soonest = min(soonest, check + window / 1000)
-                        continue
-            soonest = min(soonest, t.next_send, t.until)
-        if not pending:
+            if kind == DEADLINE:  # a witness's deadline: it stays unanswered
+                finish(t, check)
+            else:
+                send(t, check)
+        window = isolation_window(state["slowest"], floor_ms, factor, cap_ms)
+        limit = window if state["witnesses"] == 0 else cap_ms
+        while head < len(listening):
+            t = listening[head]
+            if not t.done:
+                if (check - t.last_sent) * 1000 < limit:
+                    break
+                finish(t, check)
+            head += 1
+        if state["remaining"] <= 0:
             break
+        while timers and timers[0][3].done:
+            heapq.heappop(timers)
+        soonest = check + 1.0
+        if timers:
+            soonest = min(soonest, timers[0][0])
+        if head < len(listening):
+            soonest = min(soonest, listening[head].last_sent + limit / 1000)
         timeout_ms = max(0.0, (soonest - time.monotonic()) * 1000)
         poller.poll(min(timeout_ms, 1000.0))
-    return window
+    return isolation_window(state["slowest"], floor_ms, factor, cap_ms)
 
 
 # -- observation: links, addresses and routes read over netlink, with this script's own decoder ---------
@@ -591,6 +630,52 @@ def observe_node() -> dict:
         sock.close()
 
 
+RTM_GETNEIGH, RTM_DELNEIGH = 30, 29
+NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
+
+
+def flush_neighbours() -> int:
+    """What `ip neigh flush all` does in this namespace: delete every dynamic neighbour entry (not the
+    permanent or NOARP ones); the number deleted. rtnetlink handles a request inside send(), so the
+    entries are gone when this returns."""
+    sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW, 0)
+    try:
+        sock.bind((0, 0))
+        gone = 0
+        for seq, (_, msg) in enumerate(dump(sock, RTM_GETNEIGH, bytes(12), 40), start=100):
+            family, index, state = msg[0], u(msg, 4, 4), u(msg, 8, 2)
+            if state & (NUD_NOARP | NUD_PERMANENT):
+                continue
+            dst = attributes(msg, 12).get(1)  # NDA_DST
+            if dst is None:
+                continue
+            attr = (4 + len(dst)).to_bytes(2, sys.byteorder) + (1).to_bytes(2, sys.byteorder) + bytes(dst)
+            attr += bytes((-len(attr)) % 4)
+            body = bytes((family, 0, 0, 0)) + index.to_bytes(4, sys.byteorder) + bytes(4) + attr
+            header = (16 + len(body)).to_bytes(4, sys.byteorder) + RTM_DELNEIGH.to_bytes(2, sys.byteorder) + \
+                NLM_F_REQUEST.to_bytes(2, sys.byteorder) + seq.to_bytes(4, sys.byteorder) + bytes(4)
+            sock.send(header + body)  # an entry already gone answers ENOENT, left unread
+            gone += 1
+        return gone
+    finally:
+        sock.close()
+
+
+def flush_all(nodes, paths) -> list:
+    """One `{"flushed": NODE, ...}` line per node: its neighbour entries deleted after the probes."""
+    out = []
+    for node in nodes:
+        try:
+            if node not in paths:
+                raise OSError(2, "no namespace given for node " + node)
+            _setns(paths[node])
+            record = {"flushed": node, "entries": flush_neighbours()}
+        except OSError as exc:
+            record = {"flushed": node, "error": f"neighbour flush in {node}: {exc.strerror or exc}"}
+        out.append(json_value(record))
+    return out
+
+
 def json_value(value) -> str:
     if isinstance(value, dict):
         return "{" + ", ".join(json_text(k) + ": " + json_value(v) for k, v in value.items()) + "}"
@@ -618,25 +703,33 @@ def observe_all(nodes, paths) -> list:
 
 def batch_main(text: str) -> int:
     try:
-        params, paths, probes, observe = parse_batch(text)
+        params, paths, probes, observe, flush = parse_batch(text)
     except ValueError as exc:
         sys.stderr.write(str(exc) + "\n")
         return 2
+    t0 = time.monotonic()
     observed = observe_all(observe, paths)  # before any probe: the state Docker left, not the probes' own
     targets = [BatchTarget(src, reach, address) for src, reach, address in probes]
+    t1 = time.monotonic()
     sockets, kinds = open_batch_sockets(targets, paths)
+    t2 = time.monotonic()
     window = probe_batch(targets, sockets, params)
+    t3 = time.monotonic()
+    flushed = flush_all(flush, paths)
+    t4 = time.monotonic()
+    phases = {"observe": t1 - t0, "open": t2 - t1, "probe": t3 - t2, "flush": t4 - t3}
     by_version = {}
     for (_src, version), kind in sorted(kinds.items()):
         by_version.setdefault(version, kind)
     head = ", ".join(f'"{v}": {json_text(k)}' for v, k in sorted(by_version.items()))
-    out = ['{"sockets": {' + head + '}, "window_ms": ' + json_text(float(window)) + '}']
+    out = ['{"sockets": {' + head + '}, "window_ms": ' + json_text(float(window)) + ', "phases_ms": ' +
+           json_value({k: v * 1000 for k, v in phases.items()}) + '}']
     for t in targets:
         fields = (("src", t.src), ("dst", t.text), ("reach", "true" if t.reach else "false"), ("sent", t.sent),
                   ("received", t.received), ("first_ms", t.first_ms), ("rtt_ms", t.rtt_ms), ("error", t.error),
                   ("waited_ms", t.waited_ms))
         out.append("{" + ", ".join('"{}": {}'.format(k, v if k == "reach" else json_text(v)) for k, v in fields) + "}")
-    sys.stdout.write("\n".join(out + observed) + "\n")
+    sys.stdout.write("\n".join(out + observed + flushed) + "\n")
     return 0
 
 

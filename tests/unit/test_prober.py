@@ -50,7 +50,7 @@ def test_the_prober_imports_only_c_modules_of_the_stdlib():
         elif isinstance(node, ast.ImportFrom):
             imports.add(node.module or "")
     # ctypes (setns: Python 3.11 has no os.setns) is imported by the batch mode only, when it enters namespaces.
-    assert imports <= {"_socket", "posix", "select", "sys", "time", "ctypes"}
+    assert imports <= {"_heapq", "_socket", "posix", "select", "sys", "time", "ctypes"}
     top = {a.name for node in ast.parse(PROBER.read_text()).body if isinstance(node, ast.Import) for a in node.names}
     assert "ctypes" not in top
 
@@ -62,11 +62,11 @@ def test_the_batch_window_grows_with_the_slowest_reply_between_floor_and_cap():
 
 
 def test_a_batch_spec_names_window_namespaces_and_probes():
-    params, paths, probes, observe = prober.parse_batch("window 0.05 3 0.025 1 10 2 0.005\nns c1 /run/netns/x\n"
+    params, paths, probes, observe, flush = prober.parse_batch("window 0.05 3 0.025 1 10 2 0.005\nns c1 /run/netns/x\n"
                                                         "probe c1 r 10.0.0.2\nprobe c1 i fd00::3\nobserve c1\n")
     assert params == [0.05, 3.0, 0.025, 1.0, 10.0, 2.0, 0.005]
     assert paths == {"c1": "/run/netns/x"} and probes == [("c1", True, "10.0.0.2"), ("c1", False, "fd00::3")]
-    assert observe == ["c1"]
+    assert observe == ["c1"] and flush == []
     assert prober.main(["prober.py", "--batch", "probe c1 x 10.0.0.2"]) == 2
 
 
