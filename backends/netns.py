@@ -41,7 +41,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from pyroute2 import IPRoute, NetlinkError, netns
+from pyroute2 import IPRoute, NetlinkError
 from pyroute2.netlink.rtnl.ifinfmsg.plugins import ipvlan as _ipvlan_plugin
 
 from backends.base import SESSION, BackgroundProcess, Capability, CommandResult, unavailable_everywhere
@@ -483,9 +483,9 @@ def probe_capabilities() -> dict[str, Capability]:
     try:
         with proc.deferred_signals():  # the create and the record of what it made, uninterrupted
             made["attempt"] = time.time()
-            netns.create(name)
+            sock = _create_netns(name)
             made["identity"] = _identity(os.path.join(NETNS_DIR, name))
-            ipr = IPRoute(netns=name, flags=0)
+            ipr = IPRoute(use_socket=sock)
         with ipr:
             for i, (feature, spec) in enumerate(_PROBES.items()):
                 spec = dict(spec)
