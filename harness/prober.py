@@ -1,21 +1,27 @@
-"""ICMP echo prober: one process per source node pings many destinations (a script, stdlib C modules only).
+"""ICMP echo prober and netlink observer, outside the harness process (a script, stdlib C modules only).
 
-Run inside the source node's network namespace as `python3 -I -S prober.py INTERVAL DEADLINE WAIT PACKETS
-SPEC...`, where SPEC is `r:ADDRESS` (expected reachable: send an echo every INTERVAL seconds until the first
-reply or DEADLINE seconds, what `ping -c 1 -w DEADLINE` does) or `i:ADDRESS` (an isolation probe: PACKETS
-echoes INTERVAL apart, then WAIT seconds for a reply after the last, what `ping -c PACKETS -W WAIT` does).
-It prints one JSON object per line and destination: `dst`, `sent`, `received`, `first_ms` (from the first
-echo sent to the first reply), `rtt_ms` (that reply's round trip), `error` (a send error, e.g. "Network is
-unreachable"), plus a first line naming the socket kind.
+Two modes. The batch mode, `python3 -I -S prober.py --batch LINE...` (harness.observe builds the lines:
+`BatchTarget`, `probe_batch`, `observe_node`, `flush_neighbours`, rules above `probe_batch`), serves a
+whole wave of a scenario in one process: it enters each source node's network namespace to open that
+node's ICMP sockets, dumps the links, addresses and routes of the nodes it is asked to observe with its
+own netlink decoder (the harness configures with pyroute2: independent paths), sends every probe from one
+loop, derives the isolation window from the replies of the same batch, and deletes the wave's neighbour
+entries when asked. The per-source mode, `prober.py INTERVAL DEADLINE WAIT PACKETS SPEC...` run inside the
+source node's namespace (SPEC `r:ADDRESS`, expected reachable: an echo every INTERVAL seconds until the
+first reply or DEADLINE, what `ping -c 1 -w DEADLINE` does; `i:ADDRESS`, an isolation probe: PACKETS echoes
+INTERVAL apart, then WAIT seconds for a reply after the last, what `ping -c PACKETS -W WAIT` does), serves
+sessions whose nodes have no namespace file. Each prints one JSON object per line and destination:
+`dst`, `sent`, `received`, `first_ms` (from the first echo sent to the first reply), `rtt_ms` (that
+reply's round trip), `error` (a send error, e.g. "Network is unreachable"), in batch mode also `src` and
+`waited_ms` (how long a silent isolation probe listened after its last echo), after a first line naming the
+socket kind (and, in batch mode, the window and the time of each phase).
 
-Why a prober, and why this one (harness.observe decides when it is used):
+Why a prober, and why this one:
   * A process per probe costs about 4 ms of CPU here (fork, exec, ping's set-up) and far more under TCG;
-    the full matrix of N containers is about N^2 probes (40,000 for 200 containers: minutes of CPU). One
-    prober per source costs one interpreter start (about 18 ms here: only C modules are imported, no
-    `socket`/`json`/`argparse`, and `-S` skips site) and then only system calls: the matrix costs N
-    processes, not N^2.
-  * Small batches (every documented scenario) keep one `ping` per probe: that is cheaper than starting
-    an interpreter in the TCG guest, and it is the well-known tool whose output is the evidence.
+    the full matrix of N containers is about N^2 probes (40,000 for 200 containers: minutes of CPU). The
+    batch prober costs one interpreter start per wave (only C modules are imported, no
+    `socket`/`json`/`argparse`, and `-S` skips site; ctypes for setns, in batch mode only) and then only
+    system calls: a documented scenario is one process, the 200-container matrix one per wave.
   * ICMP echo through a SOCK_DGRAM ICMP socket when net.ipv4.ping_group_range allows it (new namespaces
     default to "1 0": nobody), else a raw socket (the harness runs as root; ICMP_FILTER/ICMP6_FILTER let
     only echo replies through, and replies are matched by identifier, sequence and source address). Either
