@@ -339,10 +339,10 @@ class Judge:
         if view is None:
             return f"node {node} was not observed"
         if what in ("addr", "address"):
-            return f"`ip -json addr show` in {node}: " + (", ".join(f"{i} {c}" for i, c, _ in view.addresses) or "none")
+            return f"`{view.query('addr')}` in {node}: " + (", ".join(f"{i} {c}" for i, c, _ in view.addresses) or "none")
         if what == "route":
-            return f"`ip -json route show` in {node}: {_fmt_routes(view)}"
-        return f"`ip -json -details link show` in {node}: " + ", ".join(
+            return f"`{view.query('route')}` in {node}: {_fmt_routes(view)}"
+        return f"`{view.query('link')}` in {node}: " + ", ".join(
             f"{link.name} {link.kind or 'device'}{' ' + link.mode if link.mode else ''} {link.mac or ''}".strip()
             for link in view.links.values())
 

@@ -35,11 +35,9 @@ from harness.observe import (
     SCAN_TIMEOUT,
     PingJob,
     ProbeStats,
-    observation_jobs,
-    parse_observations,
+    observe_and_probe,
     parse_scan,
     ping_many,
-    probe_all,
     scan_argv,
 )
 from harness.oracle import Oracle
@@ -170,9 +168,7 @@ class Engine:
         # (`harness.observe.probe_all` states the rules).
         owners = {str(a.ip): (ROUTER if a.owner == "gateway" else a.owner) for a in oracle.addresses()}
         self.probe_stats = ProbeStats()
-        done, found = probe_all(session, [jobs[k] for k in keys], owners, observation_jobs(nodes),
-                                self.probe_stats)
-        judge.views = parse_observations(nodes, done)
+        judge.views, found = observe_and_probe(session, nodes, [jobs[k] for k in keys], owners, self.probe_stats)
         for view in judge.views.values():
             for err in view.errors:
                 raise HarnessError(f"observing {view.node} failed: {err}")

@@ -1,17 +1,21 @@
-"""Observation through an independent path: `ip -json` and `ping`, run inside each node.
+"""Observation through an independent path: a prober process's own netlink dumps and ICMP echoes, or
+`ip -json` and `ping`, run inside each node.
 
-The backend configured the kernel over netlink (or in a VM); here the result is read back with iproute2's
-JSON output and tested with ICMP echo from inside the source namespace, so a bug in the configuring code
-cannot confirm itself. All a backend must offer is `run_many([(node, argv)], timeout)`.
-`observation_jobs` are the queries for a list of nodes and `parse_observations` turns their answers into
-a `NodeView` per node (links with kind and mode, addresses, routes);
-`ping_many` runs `PingJob`s concurrently and returns `PingResult`s with the command and its output as
-evidence. `probe_all` runs a whole scenario's probes with the observations: one wave with a `ping` per
-probe for a small batch; for a big one (the full matrix of many containers) waves of bounded size
-with one prober per source (`harness/prober.py`), neighbour-table flushes between waves, and rounds
-that re-ask isolation probes until expected replies of the same wave back them (the rules are stated
-above `PROBER`). `scan_argv`/`parse_scan` run harness/arpscan.py in the switch node and read who
-answered for each address (`ScanResult`): the evidence of address conflicts between Docker hosts.
+The backend configured the kernel with pyroute2 (or in a VM); here the result is read back by other code
+and tested with ICMP echo from inside the source namespace, so a bug in the configuring code cannot
+confirm itself. `observe_and_probe` is the entry point: when the session's nodes are namespace files
+(`NamespacePaths`: the netns backend, also inside the VM guest, and the docker backend), one batch prober
+(`harness/prober.py --batch`) per wave observes every node with its own netlink decoder, sends every probe
+and flushes the wave's neighbour entries; otherwise (any session offering only `run_many([(node, argv)],
+timeout)`) `observation_jobs` run `ip -json` in each node, `parse_observations` reads them, and the probes
+are `ping` processes or one prober per source. Either way the result is a `NodeView` per node (links with
+kind and mode, addresses, routes) and a `PingResult` per `PingJob`, with the probe and its output as
+evidence. `probe_all` runs the probes in waves of bounded size and rounds that re-ask isolation probes
+until the replies of the same wave back them; the rules are stated above `PROBER`. Measured and dropped:
+sharing a big wave among two batch probers at once (by source) made the 200-container matrix slower
+(checks 24.8 s against 16.7 s, load 5.4-5.7), the probes contend in the kernel. `scan_argv`/`parse_scan` run
+harness/arpscan.py in the switch node and read who answered for each address (`ScanResult`): the evidence
+of address conflicts between Docker hosts.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from harness.model import is_ip_address
 
@@ -35,6 +40,13 @@ REACH_DEADLINE = 3
 PING_INTERVAL = 0.05
 ISOLATION_PACKETS = 2
 ISOLATION_WAIT = 0.2
+# The batch prober (`harness/prober.py --batch`, see "probing" below) derives its isolation window from the
+# replies of the same batch: WINDOW_FACTOR times the slowest first reply, at least ISOLATION_FLOOR, its
+# two echoes ISOLATION_GAP apart; in a first round it waits at most BATCH_CAP for slow witnesses.
+ISOLATION_FLOOR = 0.025
+ISOLATION_GAP = 0.005
+WINDOW_FACTOR = 10.0
+BATCH_CAP = 1.0
 # ping exits 2 for these: the source has no route at all, which is isolation, not a broken probe.
 NO_ROUTE = ("Network is unreachable", "No route to host", "Cannot assign requested address")
 
@@ -67,6 +79,13 @@ class NodeView:
     addresses: tuple[tuple[str, str, str], ...] = ()  # (ifname, cidr, scope)
     routes: tuple[RouteView, ...] = ()
     errors: tuple[str, ...] = ()
+    source: str = "ip -json"  # how it was read: iproute2, or the batch prober's own netlink dump
+
+    def query(self, what: str) -> str:
+        """The command that showed `what` (addr, route, link), for evidence."""
+        if self.source == "ip -json":
+            return {"addr": "ip -json addr show", "route": "ip -json route show"}.get(what, "ip -json -details link show")
+        return f"prober.py netlink {what} dump"
 
     def global_addresses(self) -> list[str]:
         return [cidr for ifname, cidr, scope in self.addresses if scope == "global" and ifname != "lo"]
@@ -100,6 +119,22 @@ def parse_observations(nodes: Sequence[str], results) -> dict[str, NodeView]:
             routes=_routes(_json(chunk["routes4"].stdout), 4) + _routes(_json(chunk["routes6"].stdout), 6),
             errors=tuple(errors),
         )
+    return views
+
+
+def views_from_prober(nodes: Sequence[str], records: dict[str, dict]) -> dict[str, NodeView]:
+    """A `NodeView` per node from the batch prober's `observe` records (the `ip -json` shapes)."""
+    views = {}
+    for node in nodes:
+        rec = records.get(node)
+        if rec is None:
+            views[node] = NodeView(node, errors=("the prober returned no observation",), source="netlink")
+            continue
+        links = rec.get("links") or []
+        views[node] = NodeView(
+            node=node, links=_links(links), addresses=_addresses(links),
+            routes=_routes(rec.get("routes4") or [], 4) + _routes(rec.get("routes6") or [], 6),
+            errors=(rec["error"],) if rec.get("error") else (), source="netlink")
     return views
 
 
@@ -161,6 +196,8 @@ class PingResult:
     reply_ms: float | None = None  # from the first echo sent to the first reply (losses included)
     unbacked: str = ""  # a silent isolation probe whose batch cannot vouch for it: why (no verdict)
     timed_out: bool = False  # the probe's process was killed at the batch's deadline (asked again)
+    waited_ms: float | None = None  # an isolation probe: how long it listened after its last echo
+    no_route: bool = False  # the kernel refused to send (no route, no neighbour): isolation, no window needed
 
     @property
     def evidence(self) -> str:
@@ -204,12 +241,13 @@ def _reply_ms(r: PingResult) -> float:
 def isolation_retry_wait(results: Sequence[PingResult], wait: float = ISOLATION_WAIT) -> float | None:
     """A longer wait for the isolation probes when this batch's replies were slow, else None.
 
-    A silent isolation probe only means something if a reply would have come within its wait. When
-    the machine is loaded (many probes at once, a TCG guest) and even expected replies took a quarter
-    of the wait, the silent ones are asked again with ten times the slowest reply, at least 1 s.
+    A silent isolation probe only means something if a reply would have come within its wait: the wait
+    must be WINDOW_FACTOR times the slowest expected reply of the batch (`required_listen_ms`). When the
+    machine is loaded (many probes at once, a TCG guest) and it was not, the silent ones are asked again
+    with ten times the slowest reply, at least 1 s.
     """
     slowest = slow_replies(results)
-    if slowest <= wait / 4:
+    if required_listen_ms(slowest * 1000) <= wait * 1000:
         return None
     return retry_wait(slowest, wait)
 
@@ -239,8 +277,14 @@ def parse_pings(jobs: Sequence[PingJob], results) -> list[PingResult]:
             sent_before = int(sent.group(1)) - 1 if sent and job.expect_reach is not False else 0
             reply_ms = max(rtt_ms, sent_before * PING_INTERVAL * 1000)
         out.append(PingResult(job, res.exit_code == 0, summary, res.command, res.exit_code, probe_error,
-                              rtt_ms, reply_ms, timed_out=bool(getattr(res, "timed_out", False))))
+                              rtt_ms, reply_ms, timed_out=bool(getattr(res, "timed_out", False)),
+                              waited_ms=_listened_ms(job), no_route=no_route and res.exit_code not in (0, 1)))
     return out
+
+
+def _listened_ms(job: PingJob) -> float | None:
+    """How long `ping -W` (or a per-source prober) listens after an isolation probe's last echo."""
+    return (job.isolation_wait or ISOLATION_WAIT) * 1000 if job.expect_reach is False else None
 
 
 # -- probing at scale ---------------------------------------------------------------------------------
@@ -255,17 +299,27 @@ def parse_pings(jobs: Sequence[PingJob], results) -> list[PingResult]:
 #     after each wave the neighbour entries of its nodes are flushed (`ip neigh flush all`: dynamic state
 #     the probes created, nothing Docker configured and nothing that is judged). A batch that fits the
 #     budget is one wave and flushes nothing: every documented scenario.
-#   * Processes. A wave runs at most one process per source (the prober, harness/prober.py) when the
-#     batch needs more than one wave or more than `max_concurrent()` probes; small batches keep one
-#     `ping` per probe, started together with the `ip -json` observations (cheapest under TCG).
-#   * Trust. A wave is trusted when every expected-reachable probe in it (its witnesses) replied, and the
-#     slowest first reply came within a quarter of the isolation wait. The silent isolation probes of an
-#     untrusted wave, and the failed witnesses, are probed again in a new round with a longer wait
-#     (`retry_wait`), up to MAX_ROUNDS rounds. A reply is proof in any round; an isolation verdict comes
-#     from the probe's last round.
-#   * Backing. A final "isolated" needs a reply in the same wave from the same source: one of its
-#     expected-reachable probes answered within a quarter of the wait (a source with none gets a witness
-#     echo to its own loopback). Otherwise the probe has no verdict (`PingResult.unbacked`), which fails.
+#   * Processes. When the session's nodes are namespace files (`NamespacePaths`: the netns backend, also
+#     inside the VM's guest, and the docker backend), a wave is one process: the batch prober
+#     (`harness/prober.py --batch`) enters each source's namespace to open its ICMP sockets and sends every
+#     probe of the wave from one loop, started together with the `ip -json` observations. Otherwise a wave
+#     runs one prober per source when the batch needs more than one wave or more than `max_concurrent()`
+#     probes, and one `ping` per probe for a small batch.
+#   * Window. An isolation probe's silence is judged against the replies of its own wave. Its witnesses
+#     are the wave's expected-reachable probes (a source with none gets a witness echo to its own
+#     loopback); the slowest witness's first reply (from its first echo, losses and ARP included) sets
+#     the time a silent probe must have listened after its last echo: WINDOW_FACTOR times that, at least
+#     ISOLATION_FLOOR (`required_listen_ms`). The batch prober listens exactly that long (and longer while
+#     a witness is unanswered, up to its cap); `ping -W` and the per-source prober listen a fixed wait.
+#     Everything here is local: replies take well under a millisecond, so the floor decides, and a loaded
+#     machine, whose replies are slow, lengthens the window by itself.
+#   * Trust. A wave is trusted when every witness replied. The silent isolation probes of an untrusted
+#     wave, those that did not listen long enough, and the failed witnesses are probed again in a new
+#     round with a longer wait (`retry_wait`), up to MAX_ROUNDS rounds. A reply is proof in any round; an
+#     isolation verdict comes from the probe's last round.
+#   * Backing. A final "isolated" needs, in the same wave, a reply to one of its own source's witnesses
+#     and a listening time of at least the required window. Otherwise the probe has no verdict
+#     (`PingResult.unbacked`), which fails: a slow machine can make a check fail, never make it pass.
 
 PROBER = Path(__file__).resolve().with_name("prober.py")
 NEIGH_BUDGET = 600  # neighbour entries one wave may create: well below the global gc_thresh3 (1024)
@@ -309,7 +363,77 @@ def parse_prober(jobs: Sequence[PingJob], res) -> list[PingResult]:
             summary += f": {error}"
         probe_error = bool(error) and not any(marker in error for marker in NO_ROUTE)
         out.append(PingResult(job, reached, summary, _prober_command(job, sockets), 0 if reached else (2 if error else 1),
-                              probe_error, rec.get("rtt_ms"), rec.get("first_ms")))
+                              probe_error, rec.get("rtt_ms"), rec.get("first_ms"), waited_ms=_listened_ms(job),
+                              no_route=bool(error) and not probe_error))
+    return out
+
+
+@runtime_checkable
+class NamespacePaths(Protocol):
+    """A session whose nodes are network namespaces with a file each: the batch prober enters them."""
+
+    def netns_path(self, node: str) -> str: ...
+
+
+def batch_prober_argv(jobs: Sequence[PingJob], paths: dict[str, str], cap: float,
+                      observe: Sequence[str] = (), flush: Sequence[str] = ()) -> list[str]:
+    """One prober for every source of a wave (and the nodes to observe): its spec, one line per argv
+    word (see harness/prober.py)."""
+    spec = [f"window {PING_INTERVAL:g} {REACH_DEADLINE} {ISOLATION_FLOOR:g} {cap:g} {WINDOW_FACTOR:g} "
+            f"{ISOLATION_PACKETS} {ISOLATION_GAP:g}"]
+    spec += [f"ns {node} {paths[node]}" for node in sorted({j.src for j in jobs} | set(observe) | set(flush))]
+    spec += [f"probe {j.src} {'i' if j.expect_reach is False else 'r'} {j.dst}" for j in jobs]
+    spec += [f"observe {node}" for node in observe]
+    spec += [f"flush {node}" for node in flush]
+    return [sys.executable, "-I", "-S", str(PROBER), "--batch", *spec]
+
+
+def parse_batch_prober(jobs: Sequence[PingJob], res, observed: dict | None = None,
+                       stats: ProbeStats | None = None) -> list[PingResult]:
+    """The batch prober's answer (a CommandResult) as a PingResult per job, in order; its observation
+    records go into `observed` (node -> record) when given."""
+    lines = [line for line in res.stdout.splitlines() if line.strip()]
+    records, head = [], {}
+    try:
+        head = json.loads(lines[0]) if lines else {}
+        records = [json.loads(line) for line in lines[1:]]
+    except (json.JSONDecodeError, TypeError):
+        records = []
+    if observed is not None:
+        observed.update({r["observe"]: r for r in records if isinstance(r, dict) and "observe" in r})
+        if res.exit_code != 0 or not lines:
+            why = "timed out" if getattr(res, "timed_out", False) else f"exit {res.exit_code}"
+            text = (res.stderr.strip().splitlines() or ["no output"])[-1]
+            observed["*error*"] = f"the prober failed ({why}): {text}"
+    # A failed neighbour flush is not a verdict: an overflowing table loses replies, which makes reach
+    # probes fail and isolation probes unbacked, never a false pass.
+    records = [r for r in records if not (isinstance(r, dict) and ("observe" in r or "flushed" in r))]
+    sockets = head.get("sockets", {}) if isinstance(head, dict) else {}
+    if stats is not None and isinstance(head, dict):
+        for phase, ms in (head.get("phases_ms") or {}).items():
+            stats.phases_ms[phase] = stats.phases_ms.get(phase, 0.0) + ms
+    if res.exit_code != 0 or len(records) != len(jobs) or any(
+            r.get("src") != j.src or r.get("dst") != j.dst for j, r in zip(jobs, records)):
+        why = "timed out" if getattr(res, "timed_out", False) else f"exit {res.exit_code}"
+        text = (res.stderr.strip().splitlines() or ["no output"])[-1]
+        return [PingResult(j, False, f"the prober failed ({why}): {text}", _prober_command(j, sockets),
+                           res.exit_code or 2, True, timed_out=bool(getattr(res, "timed_out", False))) for j in jobs]
+    out = []
+    for job, rec in zip(jobs, records):
+        reached = bool(rec.get("received"))
+        error = rec.get("error")
+        summary = f"{rec.get('sent', 0)} packets transmitted, {rec.get('received', 0)} received"
+        if reached:
+            summary += f", first reply after {rec.get('first_ms') or 0:.1f} ms"
+        elif rec.get("waited_ms") is not None:
+            summary += f", listened {rec['waited_ms']:.1f} ms after the last echo"
+        if error:
+            summary += f": {error}"
+        probe_error = bool(error) and not any(marker in error for marker in NO_ROUTE)
+        out.append(PingResult(job, reached, summary, _prober_command(job, sockets),
+                              0 if reached else (2 if error else 1), probe_error, rec.get("rtt_ms"),
+                              rec.get("first_ms"), waited_ms=rec.get("waited_ms"),
+                              no_route=bool(error) and not probe_error))
     return out
 
 
@@ -346,16 +470,41 @@ class ProbeStats:
     rounds: int = 0
     processes: int = 0
     prober: bool = False
+    phases_ms: dict = field(default_factory=dict)  # the batch probers' time per phase (observe, open, probe, flush)
 
 
-def _wave_verdicts(wave: Sequence[PingJob], results: Sequence[PingResult], wait: float) -> tuple[bool, float, set[str]]:
-    """(trusted, slowest first reply in s, sources backed by a timely reply) for one wave's results."""
-    limit = wait * 1000 / 4
+def required_listen_ms(slowest_ms: float) -> float:
+    """How long a silent isolation probe must have listened after its last echo, given the slowest first
+    reply among its wave's witnesses (ms): WINDOW_FACTOR times it, at least ISOLATION_FLOOR."""
+    return max(ISOLATION_FLOOR * 1000, WINDOW_FACTOR * slowest_ms)
+
+
+# The batch prober prints times rounded to a microsecond: a comparison of its figures allows for that.
+_ROUNDING_MS = 0.01
+
+
+def _wave_verdicts(wave: Sequence[PingJob], results: Sequence[PingResult]) -> tuple[bool, float, set[str]]:
+    """(trusted, slowest first reply of a witness in ms, sources with a witness that replied) of one wave."""
     witnesses = [r for j, r in zip(wave, results) if j.expect_reach is True]
     slowest = max((_reply_ms(r) for r in witnesses if r.reached), default=0.0)
-    trusted = all(r.reached and not r.probe_error for r in witnesses) and slowest <= limit
-    backed = {r.job.src for r in witnesses if r.reached and _reply_ms(r) <= limit}
-    return trusted, slowest / 1000, backed
+    trusted = all(r.reached and not r.probe_error for r in witnesses)
+    backed = {r.job.src for r in witnesses if r.reached and not r.probe_error}
+    return trusted, slowest, backed
+
+
+def isolation_backing(result: PingResult, slowest_ms: float, backed: set[str]) -> str:
+    """Why a silent isolation probe's silence proves nothing in its wave, or "" when it is backed."""
+    if result.no_route:
+        return ""  # the kernel's own answer, at once: nothing was sent, so nothing could come back
+    need = required_listen_ms(slowest_ms)
+    if result.job.src not in backed:
+        return (f"{result.job.src} got no timely reply of its own in the same batch "
+                f"(slowest first reply {slowest_ms:.1f} ms)")
+    waited = result.waited_ms or 0.0
+    if waited + _ROUNDING_MS < need:
+        return (f"it listened {waited:.1f} ms after its last echo, less than {WINDOW_FACTOR:g} times the slowest "
+                f"first reply of its batch ({slowest_ms:.1f} ms) or {ISOLATION_FLOOR * 1000:g} ms")
+    return ""
 
 
 def _with_witnesses(jobs: Sequence[PingJob]) -> list[PingJob]:
@@ -365,28 +514,59 @@ def _with_witnesses(jobs: Sequence[PingJob]) -> list[PingJob]:
     return [*jobs, *(PingJob(src, LOOPBACK, True, 4) for src in lonely)]
 
 
+def observe_and_probe(session, nodes: Sequence[str], jobs: Sequence[PingJob], owners: dict[str, str],
+                      stats: ProbeStats | None = None) -> tuple[dict[str, NodeView], list[PingResult]]:
+    """Observe every node and run every probe: (a NodeView per node, a PingResult per job in order).
+
+    A session with namespace files is observed by the batch prober's own netlink dumps, in the process
+    that runs the first wave; any other session by `ip -json` in each node, started with the first wave.
+    """
+    if isinstance(session, NamespacePaths):
+        observed: dict = {}
+        _, results = probe_all(session, jobs, owners, (), stats, observe=nodes, observed=observed)
+        views = views_from_prober(nodes, observed)
+        if "*error*" in observed:
+            views = {n: replace(v, errors=(*v.errors, observed["*error*"])) if not v.links else v
+                     for n, v in views.items()}
+        return views, results
+    done, results = probe_all(session, jobs, owners, observation_jobs(nodes), stats)
+    return parse_observations(nodes, done), results
+
+
 def probe_all(session, jobs: Sequence[PingJob], owners: dict[str, str], extra: Sequence[tuple[str, list[str]]] = (),
-              stats: ProbeStats | None = None):
+              stats: ProbeStats | None = None, observe: Sequence[str] = (), observed: dict | None = None):
     """Run `extra` commands (the observations) and every probe; (extra's CommandResults, PingResults in order).
 
-    `owners` maps a destination address to the node that holds it (for the waves and the flushes).
+    `owners` maps a destination address to the node that holds it (for the waves and the flushes). With
+    a batch prober (`NamespacePaths`), the nodes in `observe` are observed by the first wave's prober and
+    its records go into `observed`.
     """
     stats = stats if stats is not None else ProbeStats()
     stats.probes = len(jobs)
     limit = max_concurrent()
     first = plan_waves(jobs, owners)
-    use_prober = len(first) > 1 or len(jobs) > limit
+    batch = isinstance(session, NamespacePaths)
+    use_prober = batch or len(first) > 1 or len(jobs) > limit
     stats.prober = use_prober
     extra = list(extra)
     extra_results: list = []
-    if use_prober or not jobs or len(extra) + len(jobs) > limit:
+    together = len(extra) + 1 <= limit if batch else not (use_prober or len(extra) + len(jobs) > limit)
+    observe = list(observe) if batch else []
+    if batch and observe and not jobs:
+        paths = {node: session.netns_path(node) for node in observe}
+        done = session.run_many([(observe[0], batch_prober_argv([], paths, BATCH_CAP, observe))], timeout=PING_TIMEOUT)
+        parse_batch_prober([], done[0], observed)
+        stats.processes += 1
+        observe = []
+    if not jobs or not together:
         for i in range(0, len(extra), limit):
             extra_results += session.run_many(extra[i:i + limit], timeout=PING_TIMEOUT)
             stats.processes += len(extra[i:i + limit])
         extra = []
     final: list[PingResult | None] = [None] * len(jobs)
     todo = list(range(len(jobs)))
-    wait = ISOLATION_WAIT
+    # The isolation wait: the cap of the batch prober's window, or what ping and the per-source prober wait.
+    wait = BATCH_CAP if batch else ISOLATION_WAIT
     for round_ in range(MAX_ROUNDS):
         stats.rounds = round_ + 1
         subset = [replace(jobs[i], isolation_wait=wait) if jobs[i].expect_reach is False else jobs[i] for i in todo]
@@ -397,7 +577,17 @@ def probe_all(session, jobs: Sequence[PingJob], owners: dict[str, str], extra: S
             wave = _with_witnesses([subset[k] for k in wave_idx])
             stats.waves += 1
             stats.sent += len(wave)
-            if use_prober:
+            touched = sorted({j.src for j in wave} | {owners[j.dst] for j in wave if j.dst in owners}) \
+                if flushing else []
+            if batch:
+                # The same process flushes the wave's neighbour entries after its probes.
+                nodes = {j.src for j in wave} | set(observe) | set(touched)
+                paths = {node: session.netns_path(node) for node in sorted(nodes)}
+                commands = [(wave[0].src, batch_prober_argv(wave, paths, wait, observe, touched))]
+                done = session.run_many(extra + commands, timeout=REACH_DEADLINE + wait + 10)
+                results = parse_batch_prober(wave, done[len(extra)], observed if observe else None, stats)
+                observe = []
+            elif use_prober:
                 by_src: dict[str, list[int]] = {}
                 for k, j in enumerate(wave):
                     by_src.setdefault(j.src, []).append(k)
@@ -414,11 +604,10 @@ def probe_all(session, jobs: Sequence[PingJob], owners: dict[str, str], extra: S
             stats.processes += len(extra) + len(commands)
             if extra:
                 extra_results, extra = done[:len(extra)], []
-            if flushing:
-                touched = sorted({j.src for j in wave} | {owners[j.dst] for j in wave if j.dst in owners})
+            if flushing and not batch:
                 session.run_many([(node, ["ip", "neigh", "flush", "all"]) for node in touched], timeout=PING_TIMEOUT)
                 stats.processes += len(touched)
-            trusted, wave_slowest, backed = _wave_verdicts(wave, results, wait)
+            trusted, wave_slowest, backed = _wave_verdicts(wave, results)
             slowest = max(slowest, wave_slowest)
             for k, r in zip(wave_idx, results):
                 i = todo[k]
@@ -428,13 +617,11 @@ def probe_all(session, jobs: Sequence[PingJob], owners: dict[str, str], extra: S
                     final[i] = r
                 elif job.expect_reach is False:
                     if not r.reached and not r.probe_error:
-                        own = job.src in backed
-                        if not trusted or not own:
-                            retry.append(i)  # not trusted: asked again, with more time
-                        if not own:
-                            r = replace(r, unbacked=f"{job.src} got no timely reply of its own in the same batch "
-                                                    f"(slowest first reply {wave_slowest * 1000:.0f} ms, "
-                                                    f"isolation wait {wait * 1000:.0f} ms)")
+                        why = isolation_backing(r, wave_slowest, backed)
+                        if not trusted or why:
+                            retry.append(i)  # not trusted or not backed: asked again, with more time
+                        if why:
+                            r = replace(r, unbacked=why)
                     final[i] = r
                 elif job.expect_reach is None:
                     final[i] = r  # no verdict to back (a probe that depends on an address conflict): asked once
@@ -446,7 +633,7 @@ def probe_all(session, jobs: Sequence[PingJob], owners: dict[str, str], extra: S
         if not retry:
             break
         todo = sorted(retry)
-        wait = retry_wait(slowest, wait)
+        wait = retry_wait(slowest / 1000, wait)
     assert all(r is not None for r in final)
     return extra_results, final
 

@@ -5,9 +5,12 @@ A benchmark, not a test: it prints figures (Markdown) for docs/performance.md an
     python3 tools/bench_scenarios.py [--repeat 5] [--suites 3] [--vm]
 
 Per-scenario figures are medians over --repeat runs of each documented scenario this kernel can run
-on the namespace backend, through the engine (the same path as `harness run`). Suite figures are the
-median wall time of `pytest -k scenario --backend netns` serial and with `-n 2`, and, with --vm, of
-`harness run --backend vm` over every scenario that needs the VM (cold and warm image cache).
+on the namespace backend, through the engine (the same path as `harness run`), with the range of the
+wall time. Suite figures are the wall times of `pytest -k scenario --backend netns --no-docker-items`
+(the real-engine items, `scenario[docker]`, start a real dockerd: they are the docker tier's, not the
+namespace backend's) serial and with `-n 2`, each run listed, and, with --vm, of `harness run --backend vm`
+over every scenario that needs the VM (cold and warm image cache). The load average is printed with
+each part: the machine may be shared.
 """
 
 from __future__ import annotations
@@ -53,8 +56,14 @@ def per_scenario(repeat: int) -> list[tuple[str, dict[str, float]]]:
             if result.status != "pass":
                 raise SystemExit(f"{scenario.name} did not pass: {result.failure_report()}")
             samples.append({**result.durations, "wall": wall, "checks_n": len(result.checks)})
-        rows.append((scenario.name, {k: statistics.median(s[k] for s in samples) for k in samples[0]}))
+        row = {k: statistics.median(s[k] for s in samples) for k in samples[0]}
+        row["wall_min"], row["wall_max"] = min(s["wall"] for s in samples), max(s["wall"] for s in samples)
+        rows.append((scenario.name, row))
     return rows
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def timed(argv: list[str], env: dict | None = None) -> float:
@@ -76,23 +85,31 @@ def main() -> int:
     print(f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"- machine: {os.cpu_count()} vCPU ({cpu_model()}), kernel {platform.release()}, Python {platform.python_version()}")
     print(f"- command: `python3 tools/bench_scenarios.py --repeat {args.repeat} --suites {args.suites}{' --vm' if args.vm else ''}`")
+    print(f"- load average before: {loadavg()}")
     print()
     rows = per_scenario(args.repeat)
-    print(f"| scenario (netns, median of {args.repeat}) | checks | setup s | checks s | teardown s | wall s |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(f"| scenario (netns, median of {args.repeat}) | checks | setup s | checks s | teardown s | wall s | wall range s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, d in rows:
-        print(f"| {name} | {d['checks_n']:.0f} | {d['setup']:.3f} | {d['checks']:.3f} | {d['teardown']:.3f} | {d['wall']:.3f} |")
+        print(f"| {name} | {d['checks_n']:.0f} | {d['setup']:.3f} | {d['checks']:.3f} | {d['teardown']:.3f} | "
+              f"{d['wall']:.3f} | {d['wall_min']:.3f}-{d['wall_max']:.3f} |")
     walls = [d["wall"] for _, d in rows]
-    print(f"| **median over scenarios** | | | | | **{statistics.median(walls):.3f}** |")
+    print(f"| **median over scenarios** | | | | | **{statistics.median(walls):.3f}** | |")
+    print(f"- load average after the scenarios: {loadavg()}")
     print()
-    pytest = [sys.executable, "-m", "pytest", "-k", "scenario", "--backend", "netns", "-q", "-p", "no:cacheprovider",
-              str(ROOT / "scenarios")]
-    serial = [timed(pytest) for _ in range(args.suites)]
-    parallel = [timed([*pytest, "-n", "2"]) for _ in range(args.suites)]
-    print(f"| suite (`pytest -k scenario --backend netns`, {len(rows)} run, the rest skip) | median wall s |")
-    print("|---|---:|")
-    print(f"| serial | {statistics.median(serial):.2f} |")
-    print(f"| `-n 2` | {statistics.median(parallel):.2f} |")
+    pytest = [sys.executable, "-m", "pytest", "-k", "scenario", "--backend", "netns", "--no-docker-items", "-q",
+              "-p", "no:cacheprovider", str(ROOT / "scenarios")]
+    serial, parallel = [], []
+    for _ in range(args.suites):  # interleaved: both see the same moments of a shared machine
+        serial.append(timed(pytest))
+        parallel.append(timed([*pytest, "-n", "2"]))
+    print(f"| suite (`pytest -k scenario --backend netns --no-docker-items`, {len(rows)} run, the rest skip) "
+          "| median wall s | runs |")
+    print("|---|---:|---|")
+    print(f"| serial | {statistics.median(serial):.2f} | {', '.join(f'{t:.2f}' for t in serial)} |")
+    print(f"| `-n 2` | {statistics.median(parallel):.2f} | {', '.join(f'{t:.2f}' for t in parallel)} |")
+    print(f"| speed-up (median serial / median `-n 2`) | {statistics.median(serial) / statistics.median(parallel):.2f}x | |")
+    print(f"- load average after the suites: {loadavg()}")
     if args.vm:
         from backends.vm import default_cache_dir
 

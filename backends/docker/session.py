@@ -124,6 +124,12 @@ class DockerSession:
             return f"docker:{node} (exited)"
         return self.world.physical_name(node)
 
+    def netns_path(self, node: str) -> str:
+        """A running container's namespace (by its PID), or the world node's file."""
+        if node in self.containers and node not in self.finished:
+            return self.container_netns(node)
+        return os.path.join(NETNS_DIR, self.world.physical_name(node))
+
     def _job(self, node: str, argv: Sequence[str], pids: dict[str, int]) -> proc.Job | CommandResult:
         if node in self.finished:
             return self.finished[node]

@@ -54,7 +54,8 @@ def test_bridge_scenario_passes_with_real_probes(netns):
     assert result.status == PASS, result.failure_report()
     by_subject = {(c.kind, c.subject): c for c in result.checks}
     c2_c1 = by_subject[("reach", "c2 (172.16.86.2) -> c1 (172.16.86.10)")]
-    assert c2_c1.ok and "reachable" in c2_c1.observed and "ping" in c2_c1.evidence
+    # One batch prober probes every source (harness/prober.py --batch); its evidence names the probe.
+    assert c2_c1.ok and "reachable" in c2_c1.observed and "prober.py r:172.16.86.10" in c2_c1.evidence
     host = by_subject[("isolate", "c1 (172.16.86.10) -> host (172.16.86.250)")]
     assert host.ok and host.observed.startswith("no reply")
     assert any(c.origin == "matrix" for c in result.checks)
@@ -70,7 +71,7 @@ def test_a_flipped_expectation_fails_in_domain_words(netns):
     failed = [c.message for c in result.failures]
     assert len(failed) == 1, failed
     assert failed[0].startswith("c2 (172.16.86.2) -> c1 (172.16.86.10): expected isolated, got reachable ("), failed
-    assert "ping" in result.failures[0].evidence and "in c2" in result.failures[0].evidence
+    assert "prober.py i:172.16.86.10" in result.failures[0].evidence and "in c2" in result.failures[0].evidence
 
 
 class _Sabotage:
@@ -211,3 +212,33 @@ def test_pytest_serial_and_xdist_give_the_same_verdicts(netns, tmp_path):
     parallel = outcomes(["-n", "2"], "parallel")
     assert serial and serial == parallel
     assert "passed" in serial.values()
+
+
+@pytest.mark.parametrize("name", ["macvlan-mcv0-dual-stack", "macvlan-private", "macvlan-passthru", "macvlan-two-nics"])
+def test_the_probers_netlink_view_is_what_ip_json_shows(netns, monkeypatch, name):
+    """The batch prober decodes netlink itself (harness/prober.py): every node's links, addresses and routes
+    must be what iproute2 shows for the same namespace at the same moment."""
+    from harness import engine, observe
+
+    seen = []
+    real = observe.observe_and_probe
+
+    def both(session, nodes, jobs, owners, stats=None):
+        views, results = real(session, nodes, jobs, owners, stats)
+        ip = observe.parse_observations(nodes, session.run_many(observe.observation_jobs(nodes)))
+        seen.append((views, ip))
+        return views, results
+
+    monkeypatch.setattr(engine, "observe_and_probe", both)
+    result = Engine(netns).run(load_scenario(SCENARIOS / f"{name}.yaml"))
+    assert result.status == PASS, result.failure_report()
+    (views, ip), = seen
+    assert set(views) == set(ip) and len(views) >= 2
+    for node in ip:
+        mine, theirs = views[node], ip[node]
+        assert mine.source == "netlink" and not mine.errors and not theirs.errors
+        assert {k: (v.kind, v.mode, v.mac, v.up) for k, v in mine.links.items()} == \
+            {k: (v.kind, v.mode, v.mac, v.up) for k, v in theirs.links.items()}, node
+        assert sorted(mine.addresses) == sorted(theirs.addresses), node
+        assert sorted(map(str, mine.routes)) == sorted(map(str, theirs.routes)), node
+        assert sorted(r.family for r in mine.routes) == sorted(r.family for r in theirs.routes), node

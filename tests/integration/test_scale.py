@@ -48,7 +48,8 @@ def test_big_macvlan_bridge_matrix_passes(netns, tmp_path, containers, record_pr
     line = (f"{containers} containers: {result.status} in {wall:.1f} s (setup {result.durations['setup']:.1f} s, "
             f"checks {result.durations['checks']:.1f} s), {len(result.checks)} checks, {stats.probes} probes "
             f"({stats.sent} run in {stats.waves} waves over {stats.rounds} round(s), {stats.processes} processes, "
-            f"{'prober' if stats.prober else 'ping'})")
+            f"{'prober' if stats.prober else 'ping'}; prober phases "
+            f"{', '.join(f'{k} {v / 1000:.1f} s' for k, v in stats.phases_ms.items())})")
     print(line)
     record_property("scale", line)
     assert result.status == PASS, result.failure_report()[:5000]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from harness.observe import ISOLATION_WAIT, PingJob, isolation_retry_wait, parse_pings, ping_argv
+from harness.observe import ISOLATION_WAIT, PingJob, PingResult, isolation_retry_wait, parse_pings, ping_argv
 
 
 @dataclass
@@ -197,7 +197,8 @@ def test_a_late_reply_is_reachable_and_an_isolation_never_backed_has_no_verdict(
     jobs = [PingJob("c1", "10.0.0.2", True), PingJob("c9", "10.0.0.3", False)]
     _, (late, unbacked) = probe_all(FakeSession(reply), jobs, {}, (), stats)
     assert late.reached
-    assert stats.rounds == MAX_ROUNDS and not unbacked.reached and "no timely reply of its own" in unbacked.unbacked
+    # Its own witness took 5 s: no wait up to the last round's is ten times that, so the silence proves nothing.
+    assert stats.rounds == MAX_ROUNDS and not unbacked.reached and "less than 10 times the slowest" in unbacked.unbacked
     from harness.checks import _agrees, describe_ping
 
     assert not _agrees(unbacked, False) and describe_ping(unbacked).startswith("no verdict")
@@ -217,3 +218,98 @@ def test_probes_killed_at_the_deadline_are_asked_again():
     _, (reach, isolated) = probe_all(session, jobs, {}, (), stats)
     assert stats.rounds == 2 and reach.reached and not isolated.reached
     assert not isolated.probe_error and not isolated.unbacked
+
+
+# -- the batch prober's window: derived from the replies of the same batch (fake timings, no clock) ------
+
+from harness.observe import (  # noqa: E402
+    ISOLATION_FLOOR,
+    WINDOW_FACTOR,
+    isolation_backing,
+    parse_batch_prober,
+    required_listen_ms,
+)
+
+
+def test_a_silent_probe_must_listen_ten_times_the_slowest_reply_and_at_least_the_floor():
+    assert required_listen_ms(0.05) == ISOLATION_FLOOR * 1000  # local replies: the floor decides
+    assert required_listen_ms(40.0) == WINDOW_FACTOR * 40.0  # a loaded machine: the window grows with it
+    job = PingJob("c1", "10.0.0.9", False)
+    silent = PingResult(job, False, "", "prober", 1, waited_ms=30.0)
+    assert isolation_backing(silent, 0.2, {"c1"}) == ""
+    assert "less than 10 times" in isolation_backing(silent, 4.0, {"c1"})  # 30 ms < 40 ms
+    assert "no timely reply of its own" in isolation_backing(silent, 0.2, {"c2"})
+    assert isolation_backing(replace(silent, waited_ms=None, no_route=True), 4.0, set()) == ""
+
+
+class BatchSession(FakeSession):
+    """A session with namespace files: one batch prober per wave, answered from `reply(src, dst, round)`
+    (ms or None) and `listened(round)` (how long silent isolation probes listened, ms)."""
+
+    def __init__(self, reply, listened):
+        super().__init__(reply)
+        self.listened = listened
+
+    def netns_path(self, node):
+        return f"/run/netns/hx-{node}"
+
+    def run_many(self, jobs, timeout=10.0):
+        self.batches.append(list(jobs))
+        round_ = sum(1 for b in self.batches if any(a[0] != "ip" for _, a in b))
+        out = []
+        for _src, argv in jobs:
+            if argv[0] == "ip":
+                out.append(Done("[]"))
+                continue
+            assert "--batch" in argv and argv[argv.index("--batch") + 1].startswith("window ")
+            records = []
+            for line in argv[argv.index("--batch") + 1:]:
+                words = line.split()
+                if words[0] != "probe":
+                    continue
+                ms = self.reply(words[1], words[3], round_)
+                isolation = words[2] == "i"
+                records.append({"src": words[1], "dst": words[3], "sent": 2 if isolation else 1,
+                                "received": int(ms is not None), "first_ms": ms, "rtt_ms": ms, "error": None,
+                                "waited_ms": self.listened(round_) if isolation and ms is None else None})
+            out.append(Done(prober_output(records)))
+        return out
+
+
+def test_the_batch_prober_runs_a_wave_in_one_process_with_the_observations():
+    session = BatchSession(lambda src, dst, r: 0.1 if (src, dst) in (("c1", "10.0.0.2"), ("host", LOOPBACK)) else None,
+                           lambda r: 25.0)
+    stats = ProbeStats()
+    jobs = [PingJob("c1", "10.0.0.2", True), PingJob("c1", "10.0.0.9", False), PingJob("host", "10.0.0.2", False)]
+    extra, results = probe_all(session, jobs, {"10.0.0.2": "c2"}, [("c1", ["ip", "-json", "addr"])], stats)
+    assert len(extra) == 1 and stats.rounds == 1 and len(session.batches) == 1 and len(session.batches[0]) == 2
+    assert [r.reached for r in results] == [True, False, False] and not any(r.unbacked for r in results)
+    spec = session.batches[0][1][1]
+    assert "ns host /run/netns/hx-host" in spec and "probe host r 127.0.0.1" in spec  # the host's own witness
+
+
+def test_a_window_shorter_than_the_batch_replies_allow_is_asked_again():
+    # Round 1: the witness's first reply took 8 ms, and the silent probe listened only 30 ms (< 80 ms): no
+    # verdict from that round. Round 2: replies are fast again, 25 ms is ten times more than enough.
+    session = BatchSession(lambda src, dst, r: (8.0 if r == 1 else 0.2) if dst in ("10.0.0.2", LOOPBACK) else None,
+                           lambda r: 30.0 if r == 1 else 25.0)
+    stats = ProbeStats()
+    jobs = [PingJob("c1", "10.0.0.2", True), PingJob("c1", "10.0.0.9", False)]
+    _, (reach, isolated) = probe_all(session, jobs, {}, (), stats)
+    assert stats.rounds == 2 and reach.reached and not isolated.reached and not isolated.unbacked
+    cap = [w for w in session.batches[1][0][1] if w.startswith("window ")][0].split()[4]
+    assert float(cap) >= 1.0  # the second round may wait longer
+
+
+def test_a_window_that_never_suffices_leaves_no_verdict():
+    session = BatchSession(lambda src, dst, r: 50.0 if dst in ("10.0.0.2", LOOPBACK) else None, lambda r: 100.0)
+    _, (_, isolated) = probe_all(session, [PingJob("c1", "10.0.0.2", True), PingJob("c1", "10.0.0.9", False)],
+                                 {}, (), ProbeStats())
+    assert not isolated.reached and "less than 10 times" in isolated.unbacked
+
+
+def test_batch_prober_output_that_does_not_match_its_jobs_is_a_broken_probe():
+    jobs = [PingJob("c1", "10.0.0.2", True)]
+    wrong = prober_output([{"src": "c2", "dst": "10.0.0.2", "sent": 1, "received": 1, "first_ms": 0.1}])
+    (r,) = parse_batch_prober(jobs, Done(wrong))
+    assert r.probe_error and not r.reached
