@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from harness.model import Probe, Scenario
-from harness.observe import NodeView, PingJob, PingResult, RouteView
+from harness.observe import NodeView, PingJob, PingResult, RouteView, parse_route_get
 from harness.oracle import HOST, Oracle
 from harness.results import Check
 
@@ -171,14 +171,23 @@ class Judge:
         return checks
 
     def _src_label(self, src: str, dst_ip: str) -> str:
+        """The source as the kernel will send: from the address its route to `dst_ip` picks."""
         try:
-            version = ipaddress.ip_address(dst_ip).version
+            dst = ipaddress.ip_address(dst_ip)
         except ValueError:
-            version = 4
-        for a in self.oracle.addresses():
-            if a.owner == src and a.ip.version == version:
-                return a.label
-        return src
+            dst = ipaddress.ip_address("0.0.0.0")
+        found = self.oracle.source_of(src, dst)
+        return found.label if found is not None else src
+
+    def path_checks(self, paths, results) -> list[Check]:
+        """Each path fact against the kernel's own routing decision (`ip -json route get` in the node)."""
+        checks = []
+        for fact, res in zip(paths, results):
+            observed = parse_route_get(res)
+            checks.append(Check("path", fact.node, fact.value, observed, observed == fact.value,
+                                evidence=f"`{res.command}` in {fact.node}: exit {res.exit_code}: "
+                                         f"{(res.stdout or res.stderr).strip()}", origin="model"))
+        return checks
 
     # -- state ----------------------------------------------------------------------------------------
 

@@ -35,10 +35,11 @@ from harness.observe import (
     ProbeStats,
     observation_jobs,
     parse_observations,
+    path_jobs,
     ping_many,
     probe_all,
 )
-from harness.oracle import HOST, Oracle
+from harness.oracle import HOST, HostSetup, Oracle
 from harness.plan import cannot_run, render
 from harness.results import ERROR, FAIL, PASS, SKIP, Check, ScenarioResult, StepRecord
 from harness.world import ROUTER, World
@@ -114,8 +115,10 @@ class Engine:
                 raise HarnessError(f"building the emulated network failed: {'; '.join(render(op))}: "
                                    f"{exc.strerror}") from None
         docker = self.docker(compiled, session)
+        done = []  # (command, error): what the host's own `ip` commands configured, for the oracle
         for step in scenario.steps:
             outcome = docker.execute(step)
+            done.append((step.command, outcome.error))
             result.steps.append(StepRecord(step.index, step.text, outcome.error, step.expect_error))
             result.checks.append(_error_check(step, outcome.error))
             if outcome.reach is not None and outcome.error is None:
@@ -130,7 +133,7 @@ class Engine:
                         res.reached and not res.probe_error, evidence=res.evidence, location=str(step.location),
                         origin="command"))
         clock.mark("setup")
-        oracle = Oracle(docker.state, world)
+        oracle = Oracle(docker.state, world, HostSetup.of(done))
         if not session.observes:
             result.status, result.reason = SKIP, f"backend {self.backend.name} observes nothing (plan rendered only)"
             result.facts = record_facts(docker, oracle, result, scenario.steps)
@@ -149,6 +152,9 @@ class Engine:
         judge = Judge(scenario, oracle, {})
         explicit, unprobeable = judge.explicit_probe_jobs()
         matrix = oracle.matrix() if (self.matrix and scenario.expect.matrix) else []
+        # Which interface and source address a node with several of them uses (the kernel's own
+        # decision, `ip route get`), for the destinations the matrix probes.
+        paths = oracle.paths() if matrix else []
         jobs: dict[tuple, PingJob] = {}
         for _, want, job, _ in explicit:
             jobs.setdefault((job.src, job.dst, want), job)
@@ -161,9 +167,10 @@ class Engine:
         # (`harness.observe.probe_all` states the rules).
         owners = {str(a.ip): (ROUTER if a.owner == "gateway" else a.owner) for a in oracle.addresses()}
         self.probe_stats = ProbeStats()
-        done, found = probe_all(session, [jobs[k] for k in keys], owners, observation_jobs(nodes),
-                                self.probe_stats)
-        judge.views = parse_observations(nodes, done)
+        observations = observation_jobs(nodes)
+        done, found = probe_all(session, [jobs[k] for k in keys], owners,
+                                observations + path_jobs(paths), self.probe_stats)
+        judge.views = parse_observations(nodes, done[:len(observations)])
         for view in judge.views.values():
             for err in view.errors:
                 raise HarnessError(f"observing {view.node} failed: {err}")
@@ -172,6 +179,7 @@ class Engine:
         result.checks += judge.probe_checks(explicit, matrix, results)
         result.checks += judge.state_checks()
         result.checks += judge.model_checks()
+        result.checks += judge.path_checks(paths, done[len(observations):])
         return {(src, dst): res for (src, dst, _want), res in results.items()}
 
 

@@ -87,6 +87,24 @@ def observation_jobs(nodes: Sequence[str]) -> list[tuple[str, list[str]]]:
     return [(node, argv) for node in nodes for argv in _QUERIES.values()]
 
 
+def path_jobs(paths) -> list[tuple[str, list[str]]]:
+    """`ip -json route get DST` in the node of each path fact (`harness.oracle.Oracle.paths`): the
+    interface, gateway and source address the kernel picks."""
+    return [(fact.node, ["ip", "-json", "route", "get", fact.value.split()[0]]) for fact in paths]
+
+
+def parse_route_get(res) -> str:
+    """One `ip -json route get` answer as the oracle writes a path: `DST [via GW] dev IF src SRC`."""
+    if not res.ok:
+        return f"no route ({(res.stderr.strip().splitlines() or ['exit ' + str(res.exit_code)])[-1]})"
+    data = _json(res.stdout)
+    if not data:
+        return "no answer"
+    r = data[0]
+    via = f" via {r['gateway']}" if r.get("gateway") else ""
+    return f"{r.get('dst', '?')}{via} dev {r.get('dev', '?')} src {r.get('prefsrc', '?')}"
+
+
 def parse_observations(nodes: Sequence[str], results) -> dict[str, NodeView]:
     views = {}
     for i, node in enumerate(nodes):
