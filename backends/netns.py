@@ -33,6 +33,7 @@ import os
 import platform
 import re
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -73,6 +74,7 @@ from harness.plan import (
     DeleteNode,
     MoveLink,
     Op,
+    SetHostname,
     SetLink,
     SetSysctl,
 )
@@ -160,6 +162,7 @@ class NetnsSession:
     handles: dict[str, IPRoute] = field(default_factory=dict)
     closing: bool = False  # set when the whole session unwinds: removing a namespace removes its links
     serial: int = 0  # stand-in names for long node names: never reused within a session
+    keepers: dict[str, BackgroundProcess] = field(default_factory=dict)  # node -> holder of its UTS namespace
 
     # -- names ------------------------------------------------------------------------------------
 
@@ -234,6 +237,8 @@ class NetnsSession:
             self._ipr(op.node).route("replace" if op.replace else "add", **spec)
         elif isinstance(op, SetSysctl):
             _in_namespace(self.physical_name(op.node), lambda: _write_sysctl(op.key, op.value))
+        elif isinstance(op, SetHostname):
+            self._set_hostname(op)
         else:
             raise TypeError(f"the netns backend cannot apply {op!r}")
 
@@ -281,6 +286,32 @@ class NetnsSession:
         if lo:
             ipr.link("set", index=lo[0], state="up")
 
+    def _set_hostname(self, op: SetHostname) -> None:
+        """The node's own UTS namespace, named as Docker names the container: a network namespace has no
+        hostname, so a keeper process (in the node's network namespace, sleeping) unshares one and sets
+        the name before it execs; the node's commands enter it by /proc/<keeper>/ns/uts. The keeper ends
+        with its node (`_delete_node`) or with the session (its spawn is on the stack)."""
+        if op.node in self.keepers:
+            raise KernelError(op, errno.EEXIST, f"node {op.node} has a hostname already", op.node)
+        keeper = self.stack.enter_context(proc.spawn(
+            [sys.executable, "-I", "-S", "-c", "import signal\nwhile True: signal.pause()"], node=op.node,
+            netns=os.path.join(NETNS_DIR, self.physical_name(op.node)), die_with_parent=True, gentle=False,
+            hostname=op.hostname))
+        self.keepers[op.node] = keeper
+        # Ready when its namespace is no longer ours (the unshare happened before exec).
+        deadline = time.monotonic() + 10
+        mine = os.stat("/proc/self/ns/uts").st_ino
+        while _uts_inode(keeper.pid) in (None, mine):
+            if keeper.poll() is not None:
+                raise HarnessError(f"the UTS keeper of {op.node} exited: {' '.join(keeper.output())}")
+            if time.monotonic() > deadline:
+                raise HarnessError(f"the UTS keeper of {op.node} did not start within 10 s")
+            time.sleep(0.01)
+
+    def uts(self, node: str) -> str | None:
+        keeper = self.keepers.get(node)
+        return f"/proc/{keeper.pid}/ns/uts" if keeper is not None else None
+
     def _close_handle(self, name: str) -> None:
         ipr = self.handles.pop(name, None)
         if ipr is not None:
@@ -302,6 +333,9 @@ class NetnsSession:
                     if exc.code not in (errno.ENODEV, errno.ENOENT):
                         raise
         self.nodes.pop(node, None)
+        keeper = self.keepers.pop(node, None)
+        if keeper is not None:
+            keeper.kill()  # its spawn's exit on the stack finds it ended
         self._close_handle(name)
         _remove_netns(name)  # its undo then finds nothing of its own there and does nothing
 
@@ -368,7 +402,7 @@ class NetnsSession:
         phys = self.physical_name(node)
         if argv and argv[0] == "ip":
             return proc.Job(["ip", "-n", phys, *argv[1:]], node=node)  # iproute2 enters it itself
-        return proc.Job(argv, node=node, netns=os.path.join(NETNS_DIR, phys))
+        return proc.Job(argv, node=node, netns=os.path.join(NETNS_DIR, phys), uts=self.uts(node))
 
     def run(self, node: str, argv: Sequence[str], timeout: float = 10.0) -> CommandResult:
         return self.run_many([(node, argv)], timeout)[0]
@@ -389,6 +423,13 @@ class NetnsSession:
         job = self._job(node, argv)
         with proc.spawn(job.argv, node=node, netns=job.netns, gentle=True) as handle:
             yield handle
+
+
+def _uts_inode(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/uts").st_ino
+    except OSError:
+        return None
 
 
 def _remove_own_netns(name: str, made: dict) -> None:

@@ -114,6 +114,7 @@ class Judge:
         self.scenario = scenario
         self.oracle = oracle
         self.views = views
+        self.hostnames: dict = {}  # node -> the CommandResult of reading its hostname (harness.observe)
 
     # -- probes ---------------------------------------------------------------------------------------
 
@@ -234,6 +235,14 @@ class Judge:
             view = self.views.get(name)
             for fact in self.oracle.expected_state(container):
                 link = view.links.get(fact.interface) if view else None
+                if fact.kind == "hostname":
+                    res = self.hostnames.get(name)
+                    observed = (res.stdout.strip() or "empty") if res is not None and res.ok else \
+                        f"not read ({res.stderr.strip() if res is not None else 'not asked'})"
+                    checks.append(Check("hostname", name, fact.value, observed, observed == fact.value,
+                                        evidence=f"`{res.command}` in {name}'s UTS namespace: exit {res.exit_code}"
+                                        if res is not None else "", origin="model"))
+                    continue
                 if fact.kind == "link":
                     observed = "absent" if link is None else f"{link.kind} {link.mode}"
                     ok = observed == fact.value

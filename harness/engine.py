@@ -33,6 +33,7 @@ from harness.model import Scenario, Step
 from harness.observe import (
     PingJob,
     ProbeStats,
+    hostname_jobs,
     observation_jobs,
     parse_observations,
     path_jobs,
@@ -155,6 +156,9 @@ class Engine:
         # Which interface and source address a node with several of them uses (the kernel's own
         # decision, `ip route get`), for the destinations the matrix probes.
         paths = oracle.paths() if matrix else []
+        # A container's hostname, read inside its UTS namespace.
+        named = [f for c in sorted(oracle.state.containers) for f in oracle.expected_state(oracle.state.containers[c])
+                 if f.kind == "hostname"]
         jobs: dict[tuple, PingJob] = {}
         for _, want, job, _ in explicit:
             jobs.setdefault((job.src, job.dst, want), job)
@@ -169,8 +173,9 @@ class Engine:
         self.probe_stats = ProbeStats()
         observations = observation_jobs(nodes)
         done, found = probe_all(session, [jobs[k] for k in keys], owners,
-                                observations + path_jobs(paths), self.probe_stats)
+                                observations + path_jobs(paths) + hostname_jobs(named), self.probe_stats)
         judge.views = parse_observations(nodes, done[:len(observations)])
+        judge.hostnames = dict(zip((f.node for f in named), done[len(observations) + len(paths):]))
         for view in judge.views.values():
             for err in view.errors:
                 raise HarnessError(f"observing {view.node} failed: {err}")
@@ -179,7 +184,7 @@ class Engine:
         result.checks += judge.probe_checks(explicit, matrix, results)
         result.checks += judge.state_checks()
         result.checks += judge.model_checks()
-        result.checks += judge.path_checks(paths, done[len(observations):])
+        result.checks += judge.path_checks(paths, done[len(observations):len(observations) + len(paths)])
         return {(src, dst): res for (src, dst, _want), res in results.items()}
 
 

@@ -93,6 +93,15 @@ def path_jobs(paths) -> list[tuple[str, list[str]]]:
     return [(fact.node, ["ip", "-json", "route", "get", fact.value.split()[0]]) for fact in paths]
 
 
+# The node's hostname as its UTS namespace has it (uname(2)), read by the host's Python: no `hostname`
+# binary is needed in the VM guest, and the session enters the node's UTS namespace for it.
+HOSTNAME_ARGV = [sys.executable, "-I", "-S", "-c", "import socket; print(socket.gethostname())"]
+
+
+def hostname_jobs(facts) -> list[tuple[str, list[str]]]:
+    return [(fact.node, HOSTNAME_ARGV) for fact in facts]
+
+
 def parse_route_get(res) -> str:
     """One `ip -json route get` answer as the oracle writes a path: `DST [via GW] dev IF src SRC`."""
     if not res.ok:

@@ -486,6 +486,11 @@ class Oracle:
             if ep.mac and container.ipv6:
                 # The kernel derives it from the MAC Docker set (EUI-64): fe80::42:c0ff:fea8:8803/64.
                 out.append(Fact("address", name, ep.ifname, f"{link_local_from_mac(ep.mac)}/64"))
+        hostname = (container.config or {}).get("hostname")
+        if hostname:
+            # `docker run --hostname`: the container's own UTS namespace carries it (Docker's default, the
+            # short id, is not judged: the emulation makes up its ids).
+            out.append(Fact("hostname", name, None, hostname))
         gateway_ep = container.gateway_endpoint()
         if gateway_ep is not None and (gateway_ep.gateway4 or gateway_ep.connected_default):
             via = f" via {gateway_ep.gateway4}" if gateway_ep.gateway4 else ""

@@ -394,6 +394,9 @@ class RealDocker:
                    default_ifname: str = "?") -> ContainerState:
         settings = (c.get("NetworkSettings") or {}).get("Networks") or {}
         container = ContainerState(name=name, id=c["Id"], running=bool((c.get("State") or {}).get("Running")))
+        hostname = (c.get("Config") or {}).get("Hostname") or ""
+        if hostname and hostname != c["Id"][:12]:  # one the user gave (`--hostname`), not Docker's short id
+            container.config = {"hostname": hostname}
         endpoints = []
         for net_name, s in settings.items():
             net = networks.get(net_name)
