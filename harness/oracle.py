@@ -5,9 +5,16 @@ the router's gateways) and decides for each ordered pair whether Linux should de
 its reply (`Expectation`, with the reason in words): same L2 segment and subnet -> reachable in macvlan
 bridge and ipvlan l2; a macvlan child and its parent's own address -> isolated (unless VEPA with a
 hairpinning switch); private mode -> siblings isolated; different VLANs or subnets without a forwarding
-router -> isolated; ipvlan l3 -> routed between every child of one parent. It also states what every
-container should show (`expected_state`), as typed `Fact`s (kind, node, interface, value): link kind
-and mode, MAC, addresses and default routes. It reads what Docker built through `DockerState`, so the
+router -> isolated; ipvlan l3 -> routed between every child of one parent. The matrix asks that per
+node, as the kernel sends (`Oracle.verdict`): the source sends from the address its own route picks
+(`Egress`: a connected subnet before the one default route Docker gives a container; the host's routes
+include its macvlan shim), any interface of the destination node that hears the request takes it (the
+weak host model), and the reply leaves by the destination's route back; where that depends on the
+reverse-path filter the pair is not judged. `HostSetup` is what the scenario's own host commands
+configured (the documented workaround's `mac0`). It also states what every container should show
+(`expected_state`), as typed `Fact`s (kind, node, interface, value): link kind and mode, MAC, addresses,
+default routes and a `--hostname`; and, for a node with several interfaces, the interface and source
+address it uses per destination (`paths`). It reads what Docker built through `DockerState`, so the
 same oracle judges the emulation and a real engine.
 """
 
