@@ -162,7 +162,7 @@ class NetnsSession:
     handles: dict[str, IPRoute] = field(default_factory=dict)
     closing: bool = False  # set when the whole session unwinds: removing a namespace removes its links
     serial: int = 0  # stand-in names for long node names: never reused within a session
-    keepers: dict[str, BackgroundProcess] = field(default_factory=dict)  # node -> holder of its UTS namespace
+    keepers: dict[str, tuple] = field(default_factory=dict)  # node -> (keeper of its UTS namespace, its stack)
 
     # -- names ------------------------------------------------------------------------------------
 
@@ -293,15 +293,18 @@ class NetnsSession:
         with its node (`_delete_node`) or with the session (its spawn is on the stack)."""
         if op.node in self.keepers:
             raise KernelError(op, errno.EEXIST, f"node {op.node} has a hostname already", op.node)
-        keeper = self.stack.enter_context(proc.spawn(
-            [sys.executable, "-I", "-S", "-c", "import signal\nwhile True: signal.pause()"], node=op.node,
+        # A stack of its own: a container stopped mid-scenario ends its keeper at once (never later,
+        # when the keeper's PID may be another process's); the session's stack closes it otherwise.
+        own = ExitStack()
+        self.stack.callback(own.close)
+        keeper = own.enter_context(proc.spawn(
+            [sys.executable, "-I", "-S", "-c", KEEPER_MARK], node=op.node,
             netns=os.path.join(NETNS_DIR, self.physical_name(op.node)), die_with_parent=True, gentle=False,
             hostname=op.hostname))
-        self.keepers[op.node] = keeper
-        # Ready when its namespace is no longer ours (the unshare happened before exec).
+        self.keepers[op.node] = (keeper, own)
+        # Ready once it has exec'd: the unshare and the name came before the exec.
         deadline = time.monotonic() + 10
-        mine = os.stat("/proc/self/ns/uts").st_ino
-        while _uts_inode(keeper.pid) in (None, mine):
+        while not _execd(keeper.pid, KEEPER_MARK):
             if keeper.poll() is not None:
                 raise HarnessError(f"the UTS keeper of {op.node} exited: {' '.join(keeper.output())}")
             if time.monotonic() > deadline:
@@ -309,8 +312,8 @@ class NetnsSession:
             time.sleep(0.01)
 
     def uts(self, node: str) -> str | None:
-        keeper = self.keepers.get(node)
-        return f"/proc/{keeper.pid}/ns/uts" if keeper is not None else None
+        held = self.keepers.get(node)
+        return f"/proc/{held[0].pid}/ns/uts" if held is not None else None
 
     def _close_handle(self, name: str) -> None:
         ipr = self.handles.pop(name, None)
@@ -333,9 +336,9 @@ class NetnsSession:
                     if exc.code not in (errno.ENODEV, errno.ENOENT):
                         raise
         self.nodes.pop(node, None)
-        keeper = self.keepers.pop(node, None)
-        if keeper is not None:
-            keeper.kill()  # its spawn's exit on the stack finds it ended
+        held = self.keepers.pop(node, None)
+        if held is not None:
+            held[1].close()  # the keeper ends with its node
         self._close_handle(name)
         _remove_netns(name)  # its undo then finds nothing of its own there and does nothing
 
@@ -425,11 +428,16 @@ class NetnsSession:
             yield handle
 
 
-def _uts_inode(pid: int) -> int | None:
+# The keeper of a container's UTS namespace: it only sleeps (its namespace is the point).
+KEEPER_MARK = "import signal\nwhile True: signal.pause()  # hx UTS keeper"
+
+
+def _execd(pid: int, mark: str) -> bool:
     try:
-        return os.stat(f"/proc/{pid}/ns/uts").st_ino
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return mark.encode() in f.read()
     except OSError:
-        return None
+        return False
 
 
 def _remove_own_netns(name: str, made: dict) -> None:

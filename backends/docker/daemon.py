@@ -85,6 +85,7 @@ class Daemon:
         self.cgroup_parent = name
         self.handle: proc.BackgroundProcess | None = None
         self.argv: list[str] = []
+        self._spawned = ExitStack()  # the running dockerd's spawn
         self.own_containerd = 0  # the containerd started here (OWN_CONTAINERD_ENV), 0 when dockerd starts its own
         self.version = ""
         self.timings: dict[str, float] = {}
@@ -147,9 +148,14 @@ class Daemon:
         self.timings["image_import"] = time.perf_counter() - t1
 
     def _spawn(self) -> None:
-        """dockerd with `self.argv` in the host namespace; its graceful stop is on the stack right after."""
-        self.handle = self.stack.enter_context(
+        """dockerd with `self.argv` in the host namespace; its graceful stop is on the stack right after.
+        Its spawn has a stack of its own, so a restart ends the old one's process group at once (never
+        later, when its PID may be another process's)."""
+        own = ExitStack()
+        self.stack.callback(own.close)  # a no-op once a restart closed it
+        self.handle = own.enter_context(
             proc.spawn(self.argv, node="dockerd", netns=self.netns_path, die_with_parent=True, gentle=True))
+        self._spawned = own
         self.stack.callback(self._stop)
         self._wait_ready()
 
@@ -175,7 +181,7 @@ class Daemon:
             if time.monotonic() > deadline:
                 raise HarnessError(f"dockerd did not stop within {RESTART_STOP_TIMEOUT:g} s of SIGTERM: "
                                    f"{self._log_tail()}")
-        self.handle.kill()  # its process group: nothing of the old daemon may serve the new one's socket
+        self._spawned.close()  # its process group: nothing of the old daemon may serve the new one's socket
         old = self._ours()
         deadline = time.monotonic() + RESTART_STOP_TIMEOUT
         old = [p for p in old if p != self.own_containerd]

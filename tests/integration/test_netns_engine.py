@@ -211,3 +211,39 @@ def test_pytest_serial_and_xdist_give_the_same_verdicts(netns, tmp_path):
     parallel = outcomes(["-n", "2"], "parallel")
     assert serial and serial == parallel
     assert "passed" in serial.values()
+
+
+def _keepers() -> list[int]:
+    """PIDs of this process's UTS keepers (harness/proc.py starts them as our children)."""
+    from backends.netns import KEEPER_MARK
+
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if KEEPER_MARK.encode() in cmdline and ppid == os.getpid():
+            found.append(int(entry))
+    return found
+
+
+def test_a_hostname_is_applied_in_a_uts_namespace_of_the_container_and_ends_with_it(netns):
+    """issue #11: `docker run --hostname web` / `-h db.example`, also after a stop and start, is the name
+    the container's UTS namespace shows (read inside it), not this machine's; no keeper outlives the run;
+    a wrong expectation would fail (the check compares with the hostname Docker was given)."""
+    before = namespaces(ours())
+    result = Engine(netns).run(load_scenario(SCENARIOS / "docker-hostname.yaml"))
+    assert result.status == PASS, result.failure_report()
+    names = {c.subject: c for c in result.checks if c.kind == "hostname"}
+    assert names["c1"].ok and names["c1"].observed == "web"
+    assert names["c2"].ok and names["c2"].observed == "db.example"
+    assert "c3" not in names
+    assert os.uname().nodename not in ("web", "db.example")  # the machine's own name is untouched
+    assert _keepers() == [], "a UTS keeper outlived its session"
+    assert namespaces(ours()) == before, "the run left namespaces behind"
