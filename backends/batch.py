@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import yaml
 from filelock import FileLock
 
 from harness import proc
@@ -26,11 +27,18 @@ __all__ = ["BatchCache", "adopt_records", "batch_dir", "stage_scenarios"]
 
 
 def stage_scenarios(scenarios: Sequence[Scenario], directory: str | Path, guest_dir: str) -> list[str]:
-    """Copy scenario files into `directory` (numbered: two files may share a name); their guest paths."""
+    """Copy scenario files into `directory` (numbered: two files may share a name); their guest paths.
+
+    A scenario pinned to Docker's random choices by the harness (`harness conform` follows a real engine's)
+    carries them in its copy: `docker_choices:` appended, so every line keeps its number."""
     paths = []
     for i, s in enumerate(scenarios):
         name = f"{i:03d}-{Path(s.path).name}"
         shutil.copyfile(s.path, Path(directory) / name)
+        pinned = {key: list(order) for key, order, location in s.docker_choices if location.file != s.path}
+        if pinned:
+            with open(Path(directory) / name, "a", encoding="utf-8") as f:
+                f.write("\n" + yaml.safe_dump({"docker_choices": pinned}, default_flow_style=None))
         paths.append(f"{guest_dir}/{name}")
     return paths
 

@@ -15,12 +15,16 @@ a real engine share (`record_facts`, called by the engine at the end of a scenar
 | `endpoint` | a running container | its interface | the network it attaches to |
 | `link`, `mac`, `address`, `route`, `hostname` | a running container | its interface | `harness.oracle.Oracle.expected_state` |
 | `gateway` | a running container | its interface | the endpoint's gateways, `none` without one |
+| `conflict` | the address | its segment | who holds it: `db on hostb, web on hosta` (several Docker hosts) |
 | `reach` | a probe's source | `-> ` its destination's label | what the probe saw: reachable, isolated, no verdict, broken probe |
 
 `compare(emulated, real, divergences)` pairs the facts of two results by (kind, node, interface) (the values of
 one key are compared as a set: a container's addresses on one interface are one row) and returns a
 `Comparison`: one `Row` per key, `equal`, `differs`, `emulated only` or `real only`, each difference
 matched against the known, explained divergences (`load_divergences`, `conformance/divergences.yaml`).
+Where Docker's choice is random (a network's subnet order: `harness.docker.choices`), `real_choices` reads
+the order the real engine took from its facts, and `harness conform` runs the emulation pinned to it, so
+the two sides are compared on the same choice.
 Docker's ids (12 or 64 hex digits, also in names such as the dummy parent `dm-<id>`) compare as `<id>`:
 both sides make their own. The `version` fact is shown,
 never a difference: it says which Docker each side was.
@@ -38,7 +42,10 @@ from pathlib import Path
 import yaml
 
 from harness.checks import normalize_error
+from harness.docker.fleet import as_fleet
 from harness.errors import HarnessError
+from harness.model import NOWHERE
+from harness.oracle import segment_text
 from harness.results import ERROR, SKIP, ScenarioResult
 
 DIVERGENCES_PATH = Path(__file__).resolve().parent.parent / "conformance" / "divergences.yaml"
@@ -51,7 +58,7 @@ CONFORMS, EXPLAINED, DIFFERENT, NOT_COMPARED = "conforms", "explained", "differs
 
 # The order kinds are shown in; a kind not listed goes last.
 KIND_ORDER = ("version", "command", "ping", "network", "subnet", "parent", "endpoint", "link", "mac", "address",
-              "gateway", "route", "hostname", "reach")
+              "gateway", "route", "hostname", "conflict", "reach")
 FACT_KINDS = KIND_ORDER
 _ID = re.compile(r"\b[0-9a-f]{64}\b|\b[0-9a-f]{12}\b")
 
@@ -109,6 +116,8 @@ def record_facts(docker, oracle, result: ScenarioResult, steps: Sequence, probes
             subject = check.subject.split(" (`")[0]
             out.append(fact("ping", node, subject, "reachable" if check.ok else "unreachable"))
     out += state_facts(oracle)
+    for c in oracle.conflicts():  # several holders of one address on one segment (issue #13)
+        out.append(fact("conflict", str(c.ip), segment_text(c.segment), ", ".join(a.holder for a in c.holders)))
     if probes:
         labels = {str(a.ip): a.label for a in oracle.addresses()}
         for (src, dst), ping in sorted(probes.items()):
@@ -118,31 +127,13 @@ def record_facts(docker, oracle, result: ScenarioResult, steps: Sequence, probes
 
 def state_facts(oracle) -> list[dict]:
     """What Docker says it configured: networks, the host links it manages, every running container."""
-    state = oracle.state
     out = []
-    names_by_id = {net.id: net.name for net in state.networks.values()}
-    for net in sorted(state.networks.values(), key=lambda n: n.name):
-        # ipvlan's flag is `bridge` unless -o ipvlan_flag says otherwise (20.10 has no flag: bridge behaviour)
-        flag = net.flag if net.driver == "ipvlan" and net.flag not in (None, "bridge") else None
-        mode = f"{net.driver} {net.mode}" + (f" {flag}" if flag else "")
-        extra = "".join(f" {word}" for word, on in (("internal", net.internal), ("ipv6", net.ipv6)) if on)
-        out.append(fact("network", net.name, None, f"{mode} parent {net.parent}{extra}"))
-        for pool in net.pools:
-            text = str(pool.subnet)
-            if pool.ip_range is not None:
-                text += f" range {pool.ip_range}"
-            for name, ip in sorted((pool.aux or {}).items()):
-                text += f" aux {name}={ip}"
-            out.append(fact("subnet", net.name, None, text))
-    for link in sorted(state.host_links.values(), key=lambda link: link.name):
-        if link.owner == "topology":
-            continue
-        what = link.kind + (f" {link.vlan_id}" if link.vlan_id is not None else "")
-        on = f" on {link.parent}" if link.parent else ""
-        by = "by the user" if link.owner == "user" else f"made by {names_by_id.get(link.owner, link.owner)}"
-        out.append(fact("parent", "host", link.name, f"{what}{on}, {by}"))
-    for name in sorted(state.containers):
-        container = state.containers[name]
+    fleet = as_fleet(oracle.state)
+    for host, state in fleet.hosts.items():
+        out += _host_facts(host, state, fleet.multi_host)
+    containers = fleet.containers
+    for name in sorted(containers):
+        container = containers[name]
         for ep in container.endpoints:
             out.append(fact("endpoint", name, ep.ifname, ep.network))
             gateways = [str(g) for g in (ep.gateway4, ep.gateway6) if g is not None]
@@ -152,11 +143,70 @@ def state_facts(oracle) -> list[dict]:
     return out
 
 
+def _host_facts(host: str, state, multi_host: bool) -> list[dict]:
+    """One Docker host's networks and the host links it manages; with several hosts, a network is
+    `<host>/<network>` (the same name on two hosts is two networks)."""
+    out = []
+    names_by_id = {net.id: net.name for net in state.networks.values()}
+    for net in sorted(state.networks.values(), key=lambda n: n.name):
+        node = f"{host}/{net.name}" if multi_host else net.name
+        # ipvlan's flag is `bridge` unless -o ipvlan_flag says otherwise (20.10 has no flag: bridge behaviour)
+        flag = net.flag if net.driver == "ipvlan" and net.flag not in (None, "bridge") else None
+        mode = f"{net.driver} {net.mode}" + (f" {flag}" if flag else "")
+        extra = "".join(f" {word}" for word, on in (("internal", net.internal), ("ipv6", net.ipv6)) if on)
+        out.append(fact("network", node, None, f"{mode} parent {net.parent}{extra}"))
+        for pool in net.pools:
+            text = str(pool.subnet)
+            if pool.ip_range is not None:
+                text += f" range {pool.ip_range}"
+            for name, ip in sorted((pool.aux or {}).items()):
+                text += f" aux {name}={ip}"
+            out.append(fact("subnet", node, None, text))
+    for link in sorted(state.host_links.values(), key=lambda link: link.name):
+        if link.owner == "topology":
+            continue
+        what = link.kind + (f" {link.vlan_id}" if link.vlan_id is not None else "")
+        on = f" on {link.parent}" if link.parent else ""
+        by = "by the user" if link.owner == "user" else f"made by {names_by_id.get(link.owner, link.owner)}"
+        out.append(fact("parent", host, link.name, f"{what}{on}, {by}"))
+    return out
+
+
 def version_of(result: ScenarioResult | None) -> str:
     for f in (result.facts if result is not None else ()):
         if f.get("kind") == "version":
             return str(f.get("value", ""))
     return ""
+
+
+# -- Docker's random choices ---------------------------------------------------------------------------
+
+
+def real_choices(scenario, real: ScenarioResult | None, profile: str) -> tuple:
+    """The order a real engine took at each of the scenario's random choices (`harness.docker.choices`),
+    read back from its facts (`docker network inspect` lists a network's subnets in the order the daemon
+    received and allocates from them), as `Scenario.docker_choices` entries; () when the scenario has no
+    random choice, pins its own in the file, or the real run recorded nothing to read it from."""
+    from harness.docker.emulated import compile_scenario  # the diff itself needs no emulation
+
+    if real is None or not real.facts or scenario.docker_choices:
+        return ()
+    points = compile_scenario(scenario, profile).emulator.choice_points
+    subnets: dict[str, list[str]] = {}
+    for f in real.facts:
+        if f.get("kind") == "subnet":
+            subnets.setdefault(str(f.get("node")), []).append(str(f.get("value", "")).split()[0])
+    pinned = []
+    for key, point in sorted(points.items()):
+        network = key.rsplit(" ", 2)[0]
+        order = tuple(text for text in subnets.get(network, ()) if text in point.options)
+        if sorted(order) == sorted(point.options):
+            pinned.append((key, order, NOWHERE))
+    return tuple(pinned)
+
+
+def describe_choices(choices: tuple) -> list[str]:
+    return [f"{key}: {', '.join(order)}" for key, order, _ in choices]
 
 
 # -- known divergences -------------------------------------------------------------------------------
@@ -365,6 +415,7 @@ class Comparison:
     emulated: ScenarioResult | None = None
     real: ScenarioResult | None = None
     rows: list[Row] = field(default_factory=list)
+    choices: list[str] = field(default_factory=list)  # Docker's random choices, as the real engine took them
 
     @property
     def differences(self) -> list[Row]:
@@ -388,6 +439,7 @@ class Comparison:
         return {
             "scenario": self.scenario, "path": self.path, "status": self.status, "reason": self.reason,
             "emulated": side(self.emulated), "real": side(self.real),
+            "docker_choices": self.choices,
             "differences": len(self.differences), "unexplained": len(self.unexplained),
             "rows": [r.to_dict() for r in self.rows],
             "results": {"emulated": self.emulated.to_dict() if self.emulated else None,
@@ -447,11 +499,13 @@ def not_compared_reason(emulated: ScenarioResult | None, real: ScenarioResult | 
 
 
 def compare(emulated: ScenarioResult | None, real: ScenarioResult | None,
-            divergences: Sequence[Divergence] = ()) -> Comparison:
-    """The rows of one scenario, emulated vs real, with the known divergences applied."""
+            divergences: Sequence[Divergence] = (), choices: Sequence[str] = ()) -> Comparison:
+    """The rows of one scenario, emulated vs real, with the known divergences applied; `choices` says which
+    of Docker's random choices the real engine took (and the emulation was pinned to)."""
     base = emulated or real
     name = base.scenario if base else "?"
-    comparison = Comparison(name, base.path if base else "", CONFORMS, emulated=emulated, real=real)
+    comparison = Comparison(name, base.path if base else "", CONFORMS, emulated=emulated, real=real,
+                            choices=list(choices))
     reason = not_compared_reason(emulated, real)
     if reason:
         comparison.status, comparison.reason = NOT_COMPARED, reason

@@ -8,8 +8,10 @@ network (`harness.world.World`), and hands each documented command to the Docker
 backend). Docker's answers are judged against the expected errors; a transient container's documented
 ping is probed while it exists. The engine then observes every node and runs every probe (all at once
 for a documented scenario; in bounded waves, re-asking isolation probes that replies do not back, for a
-big matrix: `harness.observe.probe_all`), and the `Judge` compares what it saw with the scenario's explicit expectations and the `Oracle`'s derived
-facts. Last, it records what Docker built and what was seen in the result's `facts`, the form
+big matrix: `harness.observe.probe_all`; with several Docker hosts, the ARP view of the switch first:
+`harness/arpscan.py` on its monitor port; for a node with several interfaces, the kernel's own routing
+decision, `ip route get`; a container's hostname, in its UTS namespace), and the `Judge` compares what it
+saw with the scenario's explicit expectations and the `Oracle`'s derived facts. Last, it records what Docker built and what was seen in the result's `facts`, the form
 `harness conform` compares between the emulation and a real engine (`harness.conform.record_facts`).
 
 The engine sees backends only through their protocols (backends.base): it imports neither pyroute2 nor
@@ -31,19 +33,22 @@ from harness.docker.profiles import DEFAULT_PROFILE
 from harness.errors import BackendUnavailable, HarnessError, KernelError
 from harness.model import Scenario, Step
 from harness.observe import (
+    SCAN_TIMEOUT,
     PingJob,
     ProbeStats,
     hostname_jobs,
     observation_jobs,
     parse_observations,
+    parse_scan,
     path_jobs,
     ping_many,
     probe_all,
+    scan_argv,
 )
-from harness.oracle import HOST, HostSetup, Oracle
+from harness.oracle import HostSetup, Oracle
 from harness.plan import cannot_run, render
 from harness.results import ERROR, FAIL, PASS, SKIP, Check, ScenarioResult, StepRecord
-from harness.world import ROUTER, World
+from harness.world import ROUTER, SWITCH, World
 
 DockerFactory = Callable[[CompiledScenario, object], DockerUnderTest]
 
@@ -107,7 +112,7 @@ class Engine:
 
     def _execute(self, compiled: CompiledScenario, session, result: ScenarioResult, clock: _Clock) -> None:
         scenario = compiled.scenario
-        world = World.of(scenario.topology, compiled.vlans)
+        world = World.for_scenario(scenario, compiled.vlans)
         self.on_event(scenario.name, "setup")
         for op in world.ops():
             try:
@@ -116,10 +121,10 @@ class Engine:
                 raise HarnessError(f"building the emulated network failed: {'; '.join(render(op))}: "
                                    f"{exc.strerror}") from None
         docker = self.docker(compiled, session)
-        done = []  # (command, error): what the host's own `ip` commands configured, for the oracle
+        done = []  # (step, error): what each host's own `ip` commands configured, for the oracle
         for step in scenario.steps:
             outcome = docker.execute(step)
-            done.append((step.command, outcome.error))
+            done.append((step, outcome.error))
             result.steps.append(StepRecord(step.index, step.text, outcome.error, step.expect_error))
             result.checks.append(_error_check(step, outcome.error))
             if outcome.reach is not None and outcome.error is None:
@@ -134,7 +139,7 @@ class Engine:
                         res.reached and not res.probe_error, evidence=res.evidence, location=str(step.location),
                         origin="command"))
         clock.mark("setup")
-        oracle = Oracle(docker.state, world, HostSetup.of(done))
+        oracle = Oracle(docker.state, world, HostSetup.by_host(done))
         if not session.observes:
             result.status, result.reason = SKIP, f"backend {self.backend.name} observes nothing (plan rendered only)"
             result.facts = record_facts(docker, oracle, result, scenario.steps)
@@ -149,23 +154,28 @@ class Engine:
 
     def _judge(self, scenario: Scenario, session, oracle: Oracle, result: ScenarioResult) -> dict:
         """Observe, probe and judge; returns what each probe saw, by (source node, destination address)."""
-        nodes = [HOST, *sorted(oracle.state.containers)]
+        nodes = [*oracle.host_names, *sorted(oracle.fleet.containers)]
         judge = Judge(scenario, oracle, {})
         explicit, unprobeable = judge.explicit_probe_jobs()
         matrix = oracle.matrix() if (self.matrix and scenario.expect.matrix) else []
         # Which interface and source address a node with several of them uses (the kernel's own
         # decision, `ip route get`), for the destinations the matrix probes.
         paths = oracle.paths() if matrix else []
-        # A container's hostname, read inside its UTS namespace.
-        named = [f for c in sorted(oracle.state.containers) for f in oracle.expected_state(oracle.state.containers[c])
-                 if f.kind == "hostname"]
+        # A container's hostname, read inside its UTS namespace (every host's containers).
+        containers = oracle.fleet.containers
+        named = [f for c in sorted(containers) for f in oracle.expected_state(containers[c]) if f.kind == "hostname"]
+        # The ARP view of the switch first (before the probes fill the neighbour tables): who answers for
+        # every address on the wire, from the monitor port of its segment (several hosts, or a conflict
+        # the scenario expects).
+        scan = self._scan(session, oracle) if oracle.world.monitor else {}
         jobs: dict[tuple, PingJob] = {}
         for _, want, job, _ in explicit:
             jobs.setdefault((job.src, job.dst, want), job)
         for exp in matrix:
             jobs.setdefault((exp.src.owner, str(exp.dst.ip), exp.reachable),
                             PingJob(exp.src.owner, str(exp.dst.ip), exp.reachable, exp.dst.ip.version))
-        keys = sorted(jobs)
+        # None (a probe without a verdict) sorts after the verdicts of the same pair.
+        keys = sorted(jobs, key=lambda k: (k[0], k[1], {False: 0, True: 1, None: 2}[k[2]]))
         # Observations and every probe start together (one window for a small scenario); a big matrix is
         # probed in waves of bounded size, with isolation verdicts re-asked until replies back them
         # (`harness.observe.probe_all` states the rules).
@@ -185,7 +195,25 @@ class Engine:
         result.checks += judge.state_checks()
         result.checks += judge.model_checks()
         result.checks += judge.path_checks(paths, done[len(observations):len(observations) + len(paths)])
+        result.checks += judge.conflict_checks(scan)
+        if judge.conflicts:
+            # A finding of its own, whatever the verdict: which address, who holds it, on which hosts.
+            result.reason = "address conflict: " + "; ".join(c.label for c in judge.conflicts)
         return {(src, dst): res for (src, dst, _want), res in results.items()}
+
+    @staticmethod
+    def _scan(session, oracle: Oracle) -> dict:
+        """Ask the wire who holds each address (harness/arpscan.py in the switch node)."""
+        targets = []
+        for a in oracle.addresses():
+            kind, vlan, *rest = a.segment
+            if kind == "wire":
+                targets.append((oracle.world.monitor_iface(rest[0] if rest else "", vlan), str(a.ip)))
+        targets = sorted(set(targets))
+        if not targets:
+            return {}
+        res = session.run(SWITCH, scan_argv(targets), timeout=SCAN_TIMEOUT)
+        return parse_scan(targets, res)
 
 
 def _error_check(step: Step, error: str | None) -> Check:

@@ -33,12 +33,17 @@ from harness.docker.cli import CLIError, RunNamer, parse_command
 from harness.docker.driver import DRIVERS
 from harness.errors import ScenarioError
 from harness.model import (
+    DEFAULT_HOST,
+    HOST_NAME_MAX,
+    MAIN_SWITCH,
     RESERVED_NODES,
     ContainerRun,
+    DockerHost,
     Expect,
     LinkExpect,
     Location,
     NetworkCreate,
+    Nic,
     Probe,
     Refused,
     RouterAddress,
@@ -46,6 +51,7 @@ from harness.model import (
     Step,
     Topology,
     ifname_error,
+    one_of,
 )
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "scenarios" / "schema.json"
@@ -264,17 +270,20 @@ def parse_scenario(text: str, path: str = "<memory>") -> Scenario:
     doc = _Doc(path, text)
     _validate_schema(doc)
     data = doc.data
-    steps = _steps(doc, data["commands"], (data.get("expect") or {}).get("error"))
+    topology = _topology(doc, data.get("topology") or {})
+    steps = _steps(doc, data["commands"], (data.get("expect") or {}).get("error"), topology.hosts)
     containers = {s.command.name for s in steps if isinstance(s.command, ContainerRun)}
-    expect = _expect(doc, data.get("expect") or {}, containers, steps)
+    expect = _expect(doc, data.get("expect") or {}, containers, steps, tuple(h.name for h in topology.hosts))
     return Scenario(
         name=data["name"],
         source=data["source"],
         description=data.get("description", ""),
-        topology=_topology(doc, data.get("topology") or {}),
+        topology=topology,
         steps=tuple(steps),
         expect=expect,
         path=path,
+        docker_choices=tuple((str(key), tuple(str(v) for v in order), doc.loc("docker_choices", key))
+                             for key, order in (data.get("docker_choices") or {}).items()),
     )
 
 
@@ -305,10 +314,58 @@ def _interface(doc: _Doc, text: str, *keys) -> ipaddress.IPv4Interface | ipaddre
         raise doc.error(f"{text!r} is not an address/prefix: {exc}", *keys) from None
 
 
+def _addresses(doc: _Doc, value, *keys) -> tuple:
+    values = [value] if isinstance(value, str) else (value or [])
+    return tuple(_interface(doc, a, *keys) for a in values)
+
+
+def _docker_host(doc: _Doc, spec: dict, name: str, *keys) -> DockerHost:
+    """One Docker host: `parent` (eth0) with `address` on `switch`, then `nics`, each on its own `switch`."""
+    parent = spec.get("parent", "eth0")
+    problem = ifname_error(parent) or ("every namespace has its own loopback `lo`" if parent == "lo" else None)
+    if problem:
+        raise doc.error(f"{'/'.join(map(str, keys))}/parent {parent!r} cannot be an interface name: {problem}", *keys, "parent")
+    nics = [Nic(parent, _addresses(doc, spec.get("address"), *keys, "address"), spec.get("switch", MAIN_SWITCH))]
+    for i, nic in enumerate(spec.get("nics") or []):
+        nic_name = nic["name"]
+        problem = ifname_error(nic_name) or ("every namespace has its own loopback `lo`" if nic_name == "lo" else None)
+        if problem or any(n.name == nic_name for n in nics):
+            why = problem or "it is already a NIC of the host"
+            raise doc.error(f"{'/'.join(map(str, keys))}/nics {nic_name!r} cannot be a NIC name: {why}", *keys, "nics", i)
+        nics.append(Nic(nic_name, _addresses(doc, nic.get("address"), *keys, "nics", i, "address"),
+                        nic.get("switch", MAIN_SWITCH)))
+    return DockerHost(name, tuple(nics))
+
+
+def _hosts(doc: _Doc, topo: dict) -> tuple[DockerHost, ...]:
+    if "hosts" not in topo:
+        return (_docker_host(doc, topo.get("host") or {}, DEFAULT_HOST, "topology", "host"),)
+    if "host" in topo:
+        raise doc.error("topology has both `host` and `hosts`: name every Docker host under `hosts`",
+                        "topology", "hosts")
+    hosts: list[DockerHost] = []
+    ports: dict[str, str] = {}
+    for i, spec in enumerate(topo["hosts"]):
+        name = spec["name"]
+        keys = ("topology", "hosts", i, "name")
+        if name in ("rt", "up"):
+            raise doc.error(f"host name {name!r} is reserved by the harness for {RESERVED_NODES[name]}", *keys)
+        if len(name) > HOST_NAME_MAX:
+            raise doc.error(f"host name {name!r} is longer than {HOST_NAME_MAX} characters (its switch ports are "
+                            "named p-<host><n>, at most 15)", *keys)
+        if any(h.name == name for h in hosts):
+            raise doc.error(f"host name {name!r} is given twice (each Docker host is a node: names are unique)", *keys)
+        host = _docker_host(doc, spec, name, "topology", "hosts", i)
+        for _, port in host.ports():
+            if port in ports:
+                raise doc.error(f"hosts {ports[port]!r} and {name!r} would share the switch port name {port!r}: "
+                                "rename one", *keys)
+            ports[port] = name
+        hosts.append(host)
+    return tuple(hosts)
+
+
 def _topology(doc: _Doc, topo: dict) -> Topology:
-    host = topo.get("host") or {}
-    addresses = host.get("address", [])
-    addresses = [addresses] if isinstance(addresses, str) else addresses
     router = topo.get("router") or []
     forwarding = False
     if isinstance(router, dict):
@@ -322,39 +379,36 @@ def _topology(doc: _Doc, topo: dict) -> Topology:
             routers.append(RouterAddress(_interface(doc, entry, *key, i)))
         else:
             routers.append(RouterAddress(_interface(doc, entry["address"], *key, i, "address"), entry.get("vlan")))
-    parent = host.get("parent", "eth0")
-    problem = ifname_error(parent) or ("every namespace has its own loopback `lo`" if parent == "lo" else None)
-    if problem:
-        raise doc.error(f"topology/host/parent {parent!r} cannot be an interface name: {problem}",
-                        "topology", "host", "parent")
-    nics = []
-    for i, nic in enumerate(host.get("nics") or []):
-        name = nic["name"]
-        problem = ifname_error(name) or ("every namespace has its own loopback `lo`" if name == "lo" else None)
-        if problem or name == parent or name in (n for n, _ in nics):
-            why = problem or "it is already a NIC of the host"
-            raise doc.error(f"topology/host/nics {name!r} cannot be a NIC name: {why}", "topology", "host", "nics", i)
-        nic_addresses = nic.get("address", [])
-        nic_addresses = [nic_addresses] if isinstance(nic_addresses, str) else nic_addresses
-        nics.append((name, tuple(_interface(doc, a, "topology", "host", "nics", i, "address") for a in nic_addresses)))
+    hosts = _hosts(doc, topo)
+    first = hosts[0]
     return Topology(
-        host_parent=parent,
-        host_nics=tuple(nics),
-        host_addresses=tuple(_interface(doc, a, "topology", "host", "address") for a in addresses),
+        host_parent=first.parent,
+        host_nics=tuple((n.name, n.addresses) for n in first.nics[1:]),
+        host_addresses=first.addresses,
         router_addresses=tuple(routers),
         router_forwarding=forwarding,
         switch_hairpin=bool((topo.get("switch") or {}).get("hairpin", False)),
+        docker_hosts=hosts,
     )
 
 
-def _steps(doc: _Doc, commands: Sequence[Any], last_error: str | None = None) -> tuple[Step, ...]:
-    """The parsed commands; `last_error` is `expect.error`, the error the last command must end in."""
+def _steps(doc: _Doc, commands: Sequence[Any], last_error: str | None = None,
+           hosts: Sequence[DockerHost] = (DockerHost(),)) -> tuple[Step, ...]:
+    """The parsed commands; `last_error` is `expect.error`, the error the last command must end in. A command
+    runs on the Docker host its `host:` names, the first host when it names none."""
     texts = []
+    names = [h.name for h in hosts]
+    on: dict[int, str] = {}
     for i, entry in enumerate(commands):
         if isinstance(entry, str):
             texts.append((i, entry, None))
         else:
             texts.append((i, entry["command"], entry.get("error")))
+            if "host" in entry:
+                if entry["host"] not in names:
+                    raise doc.error(f"command {i + 1} runs on host {entry['host']!r}, which is not a Docker host of "
+                                    f"this scenario ({', '.join(names)})", "commands", i, "host")
+                on[i] = entry["host"]
     if last_error is not None:
         i, text, own = texts[-1]
         if own is not None:
@@ -371,6 +425,7 @@ def _steps(doc: _Doc, commands: Sequence[Any], last_error: str | None = None) ->
             explicit.add(cmd.name)
     namer = RunNamer(explicit)
     steps = []
+    named_on: dict[str, str] = {}  # container name -> the host whose `docker run` named it first
     for i, text, error in texts:
         keys = ("commands", i) if isinstance(commands[i], str) else ("commands", i, "command")
         try:
@@ -383,6 +438,16 @@ def _steps(doc: _Doc, commands: Sequence[Any], last_error: str | None = None) ->
         if isinstance(cmd, ContainerRun) and cmd.name in RESERVED_NODES:
             raise doc.error(f"container name {cmd.name!r} is reserved by the harness for "
                             f"{RESERVED_NODES[cmd.name]}: `{_one_line(text)}`", *keys)
+        host = on.get(i, names[0])
+        if isinstance(cmd, ContainerRun) and cmd.name in names:
+            raise doc.error(f"container name {cmd.name!r} is the name of a Docker host of this scenario: "
+                            f"`{_one_line(text)}`", *keys)
+        if isinstance(cmd, ContainerRun):
+            first = named_on.setdefault(cmd.name, host)
+            if first != host:
+                # Each daemon would accept it, but a container is a node of the run: one name, one node.
+                raise doc.error(f"container name {cmd.name!r} is used on host {first} and on host {host}: container "
+                                "names must be unique across a scenario's hosts", *keys)
         if isinstance(cmd, NetworkCreate) and cmd.driver not in DRIVERS:
             raise doc.error(
                 f"driver {cmd.driver!r} is not emulated (the harness emulates {' and '.join(DRIVERS)}): "
@@ -390,7 +455,8 @@ def _steps(doc: _Doc, commands: Sequence[Any], last_error: str | None = None) ->
         if isinstance(cmd, ContainerRun) and cmd.network is None:
             raise doc.error(f"`docker run` needs --net/--network: the harness emulates only macvlan/ipvlan "
                             f"networks, not Docker's default bridge: `{_one_line(text)}`", *keys)
-        steps.append(Step(index=i + 1, text=_one_line(text), command=cmd, location=doc.loc(*keys), expect_error=error))
+        steps.append(Step(index=i + 1, text=_one_line(text), command=cmd, location=doc.loc(*keys), expect_error=error,
+                          host=host))
     return tuple(steps)
 
 
@@ -398,15 +464,16 @@ def _one_line(text: str) -> str:
     return " ".join(text.replace("\\\n", " ").split())
 
 
-def _probe(doc: _Doc, text: str, containers: set[str], keys) -> Probe:
+def _probe(doc: _Doc, text: str, containers: set[str], keys, hosts: Sequence[str] = (DEFAULT_HOST,)) -> Probe:
     m = _PROBE.match(text)
     if not m:
         raise doc.error(f"{text!r} is not a probe: expected `SOURCE -> DESTINATION`, e.g. `c1 -> 172.16.86.1`", *keys)
     src, dst = m.groups()
-    if src not in containers and src != "host":
+    if src not in containers and src not in hosts:
+        what = "`host`" if tuple(hosts) == (DEFAULT_HOST,) else f"a Docker host ({', '.join(hosts)})"
         raise doc.error(f"probe source {src!r} is neither a container of this scenario "
-                        f"({', '.join(sorted(containers)) or 'none'}) nor `host`", *keys)
-    if dst not in containers and dst != "host":
+                        f"({', '.join(sorted(containers)) or 'none'}) nor {what}", *keys)
+    if dst not in containers and dst not in hosts:
         try:
             ipaddress.ip_address(dst)
         except ValueError:
@@ -414,19 +481,21 @@ def _probe(doc: _Doc, text: str, containers: set[str], keys) -> Probe:
     return Probe(src, dst, doc.loc(*keys))
 
 
-def _expect(doc: _Doc, exp: dict, containers: set[str], steps) -> Expect:
+def _expect(doc: _Doc, exp: dict, containers: set[str], steps, hosts: Sequence[str] = (DEFAULT_HOST,)) -> Expect:
     def known(name: str, *keys) -> str:
-        if name not in containers and name != "host":
+        if name not in containers and name not in hosts:
             raise doc.error(f"{name!r} is not a container of this scenario ({', '.join(sorted(containers)) or 'none'})", *keys)
         return name
 
-    reach = tuple(_probe(doc, t, containers, ("expect", "reach", i)) for i, t in enumerate(exp.get("reach", [])))
-    isolate = tuple(_probe(doc, t, containers, ("expect", "isolate", i)) for i, t in enumerate(exp.get("isolate", [])))
+    reach = tuple(_probe(doc, t, containers, ("expect", "reach", i), hosts) for i, t in enumerate(exp.get("reach", [])))
+    isolate = tuple(_probe(doc, t, containers, ("expect", "isolate", i), hosts)
+                    for i, t in enumerate(exp.get("isolate", [])))
     addresses = []
     for name, values in (exp.get("addresses") or {}).items():
         known(name, "expect", "addresses", name)
         for j, v in enumerate(values):
-            _interface(doc, v, "expect", "addresses", name, j)
+            for one in one_of(v):
+                _interface(doc, one, "expect", "addresses", name, j)
         addresses.append((name, tuple(values), doc.loc("expect", "addresses", name)))
     routes = [(known(n, "expect", "routes", n), tuple(v), doc.loc("expect", "routes", n))
               for n, v in (exp.get("routes") or {}).items()]
@@ -442,8 +511,21 @@ def _expect(doc: _Doc, exp: dict, containers: set[str], steps) -> Expect:
                                 "expect", "links", node, link)
             links.append(LinkExpect(node, link, None if words[0] == "absent" else words[0],
                                     words[1] if len(words) > 1 else None, doc.loc("expect", "links", node, link)))
+    conflicts = []
+    for address, holders in (exp.get("conflicts") or {}).items():
+        keys = ("expect", "conflicts", address)
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            raise doc.error(f"conflict {address!r} is not an IP address (expected `ADDRESS: [holders]`)", *keys) from None
+        if len(set(holders)) < 2:
+            raise doc.error(f"conflict on {address}: a conflict needs at least two holders, got "
+                            f"{', '.join(holders) or 'none'}", *keys)
+        for name in holders:
+            known(name, *keys)
+        conflicts.append((str(ip), tuple(sorted(set(holders))), doc.loc(*keys)))
     return Expect(reach=reach, isolate=isolate, addresses=tuple(addresses), routes=tuple(routes), macs=tuple(macs),
-                  links=tuple(links), matrix=bool(exp.get("matrix", True)))
+                  links=tuple(links), matrix=bool(exp.get("matrix", True)), conflicts=tuple(conflicts))
 
 
 def load_all(paths: Iterable[str | Path]) -> list[Scenario]:

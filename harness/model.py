@@ -1,6 +1,7 @@
 """The scenario model: frozen dataclasses, no I/O.
 
-A `Scenario` is one documented example: the `Topology` (the Docker host and its upstream network), the
+A `Scenario` is one documented example: the `Topology` (the Docker hosts, each a `DockerHost` with its
+`Nic`s, and their upstream network), the
 ordered `Step`s (each a parsed Docker CLI command such as `NetworkCreate` or `ContainerRun`, a host
 `ip link` command, or a `Refused` one), and the `Expect`ations (`Probe`s that must reach or be isolated,
 addresses, routes, MACs, links). `Location` ties every piece back to its file and line so errors can
@@ -27,6 +28,14 @@ def is_ip_address(text: str) -> bool:
     except ValueError:
         return False
 
+
+
+ONE_OF = " or "
+
+
+def one_of(expected: str) -> list[str]:
+    """An expected value with Docker's alternatives (`192.168.110.3/24 or 192.168.112.3/24`): each one."""
+    return [part.strip() for part in expected.split(ONE_OF)]
 
 @dataclass(frozen=True)
 class Location:
@@ -91,9 +100,51 @@ class RouterAddress:
     vlan: int | None = None
 
 
+MAIN_SWITCH = ""  # the one switch every scenario has (the router's); other switches are named (`switch: lan2`)
+DEFAULT_HOST = "host"  # the Docker host of a single-host scenario (`topology.host`)
+HOST_NAME_MAX = 12  # a host's switch ports are `p-<name><n>`: 15 characters at most
+
+
+def switch_label(switch: str) -> str:
+    return f"switch {switch}" if switch != MAIN_SWITCH else "the switch"
+
+
+@dataclass(frozen=True)
+class Nic:
+    """A NIC of a Docker host: a port of `switch` (the main one unless named) with its own addresses."""
+
+    name: str
+    addresses: tuple[IPInterface, ...] = ()
+    switch: str = MAIN_SWITCH
+
+
+@dataclass(frozen=True)
+class DockerHost:
+    """One Docker host: a node of its own with its NICs (the first is `parent`, `eth0` by default), its own
+    Docker daemon and its containers. A single-host scenario has one, called `host`."""
+
+    name: str = DEFAULT_HOST
+    nics: tuple[Nic, ...] = (Nic("eth0"),)
+
+    @property
+    def parent(self) -> str:
+        return self.nics[0].name
+
+    @property
+    def addresses(self) -> tuple[IPInterface, ...]:
+        return self.nics[0].addresses
+
+    def nic(self, name: str) -> Nic | None:
+        return next((n for n in self.nics if n.name == name), None)
+
+    def ports(self) -> list[tuple[Nic, str]]:
+        """Each NIC with the name of its switch port: `p-<host>` for the first, `p-<host><n>` for the others."""
+        return [(nic, f"p-{self.name}" + (str(i) if i else "")) for i, nic in enumerate(self.nics)]
+
+
 @dataclass(frozen=True)
 class Topology:
-    """The Docker host and the physical network it sits on."""
+    """The Docker host(s) and the physical network they sit on."""
 
     host_parent: str = "eth0"
     host_addresses: tuple[IPInterface, ...] = ()
@@ -102,6 +153,28 @@ class Topology:
     router_addresses: tuple[RouterAddress, ...] = ()
     router_forwarding: bool = False  # does the upstream router route between its subnets?
     switch_hairpin: bool = False  # does the switch port of the host reflect frames (needed by VEPA)?
+    # Every Docker host (`topology.hosts`, issue #13), in order; empty: the one host of the fields above.
+    docker_hosts: tuple[DockerHost, ...] = ()
+
+    @property
+    def hosts(self) -> tuple[DockerHost, ...]:
+        if self.docker_hosts:
+            return self.docker_hosts
+        nics = (Nic(self.host_parent, self.host_addresses),
+                *(Nic(name, addresses) for name, addresses in self.host_nics))
+        return (DockerHost(DEFAULT_HOST, nics),)
+
+    @property
+    def multi_host(self) -> bool:
+        return len(self.hosts) > 1
+
+    def host(self, name: str) -> DockerHost:
+        return next(h for h in self.hosts if h.name == name)
+
+    @property
+    def switches(self) -> tuple[str, ...]:
+        """Every switch, the main one first, then in the order hosts name them."""
+        return tuple(dict.fromkeys([MAIN_SWITCH, *(n.switch for h in self.hosts for n in h.nics)]))
 
 
 # --- commands -------------------------------------------------------------------------------------
@@ -137,6 +210,7 @@ class NetworkConnect:
     ip: str | None = None
     ip6: str | None = None
     aliases: tuple[str, ...] = ()
+    gw_priority: str | None = None  # --gw-priority as given (moby 28+; the profile decides what it means)
 
 
 @dataclass(frozen=True)
@@ -175,6 +249,17 @@ class DaemonRestart:
 
 
 @dataclass(frozen=True)
+class NetworkAttachment:
+    """One `--network` value of `docker run` as the CLI's NetworkOpt reads it: a name, or the advanced
+    syntax `name=X,ip=...,ip6=...,alias=...,mac-address=...,gw-priority=N` (`fields`: its key=value pairs
+    in order, lower-cased as the CLI does; which keys a Docker version knows is the daemon profile's)."""
+
+    target: str
+    text: str = ""  # the flag's value as given
+    fields: tuple[str, ...] = ()  # the CSV fields as given
+
+
+@dataclass(frozen=True)
 class ContainerRun:
     """`docker run`. A container whose command is not a shell runs it and is gone (`transient`)."""
 
@@ -189,8 +274,9 @@ class ContainerRun:
     named_by_user: bool = True
     mac_address: str | None = None
     hostname: str | None = None
-    restart: str = "no"  # --restart: no | always | unless-stopped
+    restart: str = "no"  # --restart as given: no | always | unless-stopped | on-failure[:N] (checked per profile)
     networks: tuple[str, ...] = ()  # every --network given (20.10 accepts one)
+    attachments: tuple[NetworkAttachment, ...] = ()  # the same, with any advanced-syntax fields
 
     @property
     def probe(self) -> PingCommand | None:
@@ -325,6 +411,7 @@ class Step:
     command: Command
     location: Location = NOWHERE
     expect_error: str | None = None
+    host: str = DEFAULT_HOST  # the Docker host whose CLI runs it (`host:` on the command)
 
 
 # --- expectations ---------------------------------------------------------------------------------
@@ -361,6 +448,8 @@ class Expect:
     routes: tuple[tuple[str, tuple[str, ...], Location], ...] = ()
     macs: tuple[tuple[str, str, Location], ...] = ()
     links: tuple[LinkExpect, ...] = ()
+    # Address conflicts the scenario expects (issue #13): (address, the containers/hosts holding it, where).
+    conflicts: tuple[tuple[str, tuple[str, ...], Location], ...] = ()
     matrix: bool = True  # also judge the full reachability/isolation matrix derived from the model
 
 
@@ -373,6 +462,13 @@ class Scenario:
     expect: Expect = field(default_factory=Expect)
     path: str = "<memory>"
     description: str = ""
+    # Docker's random choices pinned for the emulation (`docker_choices:`; harness.docker.choices):
+    # (key, the options in the order Docker takes them, where the file says so).
+    docker_choices: tuple[tuple[str, tuple[str, ...], Location], ...] = ()
+
+    @property
+    def hosts(self) -> tuple[DockerHost, ...]:
+        return self.topology.hosts
 
     @property
     def container_names(self) -> tuple[str, ...]:

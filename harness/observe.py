@@ -10,7 +10,8 @@ evidence. `probe_all` runs a whole scenario's probes with the observations: one 
 probe for a small batch; for a big one (the full matrix of many containers) waves of bounded size
 with one prober per source (`harness/prober.py`), neighbour-table flushes between waves, and rounds
 that re-ask isolation probes until expected replies of the same wave back them (the rules are stated
-above `PROBER`).
+above `PROBER`). `scan_argv`/`parse_scan` run harness/arpscan.py in the switch node and read who
+answered for each address (`ScanResult`): the evidence of address conflicts between Docker hosts.
 """
 
 from __future__ import annotations
@@ -462,6 +463,8 @@ def probe_all(session, jobs: Sequence[PingJob], owners: dict[str, str], extra: S
                                                     f"(slowest first reply {wave_slowest * 1000:.0f} ms, "
                                                     f"isolation wait {wait * 1000:.0f} ms)")
                     final[i] = r
+                elif job.expect_reach is None:
+                    final[i] = r  # no verdict to back (a probe that depends on an address conflict): asked once
                 else:
                     prev = final[i]
                     final[i] = prev if prev is not None and prev.reached else r
@@ -473,3 +476,77 @@ def probe_all(session, jobs: Sequence[PingJob], owners: dict[str, str], extra: S
         wait = retry_wait(slowest, wait)
     assert all(r is not None for r in final)
     return extra_results, final
+
+
+# -- address conflicts: the ARP view of the switch ------------------------------------------------------
+#
+# Who answers for an address on a segment, asked from the switch's monitor port (harness.world: `mon<k>`,
+# `mon<k>.<vlan>`) by harness/arpscan.py: ARP probes (IPv4) and neighbour solicitations (IPv6), SCAN_ROUNDS
+# rounds SCAN_INTERVAL apart, then SCAN_WAIT for late answers. A second answer to one request is a second
+# node holding the address (MACs alone would not tell: Docker 20.10 derives them from the address).
+
+ARPSCAN = Path(__file__).resolve().with_name("arpscan.py")
+SCAN_ROUNDS = 3
+SCAN_INTERVAL = 0.3
+SCAN_WAIT = 1.0
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """What the monitor heard for one address on one segment: the answering MACs, per request."""
+
+    iface: str
+    ip: str
+    rounds: tuple[tuple[str, ...], ...]
+    error: str | None = None
+    command: str = ""
+
+    @property
+    def answers(self) -> int:
+        """How many nodes answered one request (the most of any round)."""
+        return max((len(r) for r in self.rounds), default=0)
+
+    @property
+    def macs(self) -> tuple[str, ...]:
+        return tuple(sorted({m for r in self.rounds for m in r}))
+
+    def describe(self) -> str:
+        if self.error:
+            return f"no ARP view ({self.error})"
+        what = "ARP request" if ":" not in self.ip else "neighbour solicitation"
+        if not self.answers:
+            return f"no answer to {len(self.rounds)} {what}s"
+        return (f"{self.answers} answer{'s' if self.answers > 1 else ''} per {what} "
+                f"(from {', '.join(self.macs)})")
+
+    @property
+    def evidence(self) -> str:
+        heard = "; ".join(f"round {i + 1}: {', '.join(r) or 'no answer'}" for i, r in enumerate(self.rounds))
+        return f"`{self.command}` in the switch on {self.iface}: {heard or self.error or 'nothing'}"
+
+
+def scan_argv(targets: Sequence[tuple[str, str]]) -> list[str]:
+    """The scanner's command line for (monitor interface, address) pairs."""
+    return [sys.executable, "-I", "-S", str(ARPSCAN), str(SCAN_ROUNDS), f"{SCAN_INTERVAL:g}", f"{SCAN_WAIT:g}",
+            *(f"{iface},{ip}" for iface, ip in targets)]
+
+
+SCAN_TIMEOUT = SCAN_ROUNDS * SCAN_INTERVAL + SCAN_WAIT + 20
+
+
+def parse_scan(targets: Sequence[tuple[str, str]], res) -> dict[tuple[str, str], ScanResult]:
+    """The scanner's answer (a CommandResult) by (interface, address); a failed scan is an error on each."""
+    found: dict[tuple[str, str], ScanResult] = {}
+    command = f"arpscan.py {SCAN_ROUNDS} rounds"
+    for line in res.stdout.splitlines():
+        try:
+            rec = json.loads(line)
+            key = (rec["iface"], rec["ip"])
+            found[key] = ScanResult(key[0], key[1], tuple(tuple(r) for r in rec["rounds"]), rec.get("error"), command)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    why = "timed out" if getattr(res, "timed_out", False) else f"exit {res.exit_code}"
+    text = (res.stderr.strip().splitlines() or ["no output"])[-1]
+    for iface, ip in targets:
+        found.setdefault((iface, ip), ScanResult(iface, ip, (), f"the scanner failed ({why}): {text}", command))
+    return found

@@ -52,7 +52,6 @@ MARKERS = {
 # this module.
 CHOOSER_KEY: pytest.StashKey[BackendChooser] = pytest.StashKey()  # made on first use
 DOCKER_CHOOSER_KEY: pytest.StashKey[BackendChooser] = pytest.StashKey()  # the real engine's items
-REAL_ENGINES = ("docker", "vm-docker")
 KERNEL_CHOOSERS_KEY: pytest.StashKey[dict[str, BackendChooser]] = pytest.StashKey()  # --kernels: kernel -> chooser
 BATCHES_KEY: pytest.StashKey[dict[str, list[Scenario]]] = pytest.StashKey()  # batch key -> its scenarios
 CACHES_KEY: pytest.StashKey[dict[str, BatchCache]] = pytest.StashKey()  # batch key -> its results cache
@@ -230,15 +229,6 @@ class ScenarioItem(pytest.Item):
         self.result: ScenarioResult | None = None
 
     def runtest(self) -> None:
-        if self.backend.name in REAL_ENGINES:
-            from harness.docker.emulated import compile_scenario
-
-            notes = compile_scenario(self.scenario, self.profile).plan.notes
-            if notes:
-                # The scenario's documented values hold for one of Docker's random choices only: a real
-                # engine is compared with them by `harness conform`, whose known divergences explain it.
-                pytest.skip(f"on a real engine Docker's own choice is not deterministic here ({notes[0]}); "
-                            "`harness conform` compares it")
         if self.backend.kind == BATCH:
             self.result = result = self._batch_result()  # one boot serves every scenario of its batch
         else:

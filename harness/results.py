@@ -27,11 +27,19 @@ class Check:
     evidence: str = ""
     location: str = ""
     origin: str = "expect"  # expect | matrix | model | command
+    # False: not judged, the probe depends on an address conflict (issue #13): reported, never a pass or a
+    # failure of its own (`ok` stays True); the conflict is judged by its own check (kind `conflict`).
+    judged: bool = True
 
     @property
     def message(self) -> str:
         """The domain sentence: `c1 (172.16.86.10) -> host (172.16.86.250): expected isolated, got ...`."""
         return f"{self.subject}: expected {self.expected}, got {self.observed}"
+
+
+def mark(check: Check) -> str:
+    """ok, FAIL, or n/v (no verdict: the check depends on an address conflict)."""
+    return "n/v " if not check.judged else "ok  " if check.ok else "FAIL"
 
 
 @dataclass
@@ -115,5 +123,5 @@ def write_junit(results: Sequence[ScenarioResult], path: str | Path, name: str =
         elif r.status == SKIP:
             ET.SubElement(case, "skipped", message=r.reason)
         ET.SubElement(case, "system-out").text = "\n".join(
-            f"{'ok  ' if c.ok else 'FAIL'} {c.kind:8} {c.message}" for c in r.checks)
+            f"{mark(c)} {c.kind:8} {c.message}" for c in r.checks)
     ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)

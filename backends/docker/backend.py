@@ -17,10 +17,14 @@ from pathlib import Path
 from backends.base import SESSION, Capability, unavailable_everywhere
 from backends.docker.daemon import missing_binaries
 from backends.docker.image import build_image, cached_image, default_cache_dir, find_busybox
-from backends.docker.real import RealDocker
+from backends.docker.real import RealDocker, RealFleet
 from backends.docker.session import DockerSession
 from harness.errors import BackendUnavailable
 
+
+def docker_base_dir() -> str:
+    """Where each run's daemon keeps its data and exec roots (`<dir>/<prefix>-docker`)."""
+    return os.environ.get("HARNESS_DOCKER_DIR", "/tmp")
 
 class DockerBackend:
     name = "docker"
@@ -33,7 +37,7 @@ class DockerBackend:
 
         self._netns = NetnsBackend()
         self._cache_dir = Path(cache_dir) if cache_dir else None
-        self.base_dir = base_dir or os.environ.get("HARNESS_DOCKER_DIR", "/tmp")
+        self.base_dir = base_dir or docker_base_dir()
         self.last_session: DockerSession | None = None  # for tests and reports: timings, leftovers
 
     def cache_dir(self) -> Path:
@@ -80,5 +84,8 @@ class DockerBackend:
             self.last_session = session
             yield session
 
-    def docker(self, compiled, session) -> RealDocker:
+    def docker(self, compiled, session) -> RealDocker | RealFleet:
+        """One real dockerd per Docker host: a `RealDocker`, or a `RealFleet` of them."""
+        if compiled.scenario.topology.multi_host:
+            return RealFleet(compiled, session)
         return RealDocker(compiled, session)

@@ -16,6 +16,8 @@ Docker's answer on failure (stderr without "docker: " and "Error response from d
 hints and log lines, and a trailing period) is the step's error. `state` is what the engine built, read
 back from `docker network inspect`, `docker inspect`, the containers' interfaces and the host's links,
 in `harness.docker.state`'s classes, so the same Oracle and Judge judge the real engine and the emulation.
+With several Docker hosts (issue #13), `RealFleet` holds one `RealDocker` per host, each talking to its
+host's own daemon, and reads their states as one `harness.docker.fleet.Fleet`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from harness import proc
 from harness.docker import ipam
 from harness.docker.base import StepOutcome
 from harness.docker.cli import CLIError, split_command_line
+from harness.docker.fleet import Fleet
 from harness.docker.state import ContainerState, Endpoint, HostLink, NetworkState
 from harness.errors import HarnessError
 from harness.model import (
@@ -100,7 +103,9 @@ class RealState:
 class RealDocker:
     """Docker as it is: a private 20.10 daemon in the session's host namespace runs every command."""
 
-    def __init__(self, compiled, session):
+    def __init__(self, compiled, session, host: str | None = None):
+        # The Docker host whose daemon this is (the only one, or one of several: `RealFleet`).
+        self.node = host if host is not None else compiled.scenario.hosts[0].name
         self.compiled = compiled
         self.session = session
         self.name = "real docker"
@@ -116,15 +121,20 @@ class RealDocker:
     def version(self) -> str:
         """The engine's server version (`docker version`) once its daemon runs ("" before): what
         `harness conform` reports as the real side's Docker."""
-        daemon = self.session.daemon  # a DockerSession: None until the first docker command
+        daemon = self._daemon  # None until the first docker command
         return daemon.version if daemon is not None else ""
+
+    @property
+    def _daemon(self):
+        return self.session.daemons.get(self.node)
 
     # -- commands ---------------------------------------------------------------------------------------
 
     def execute(self, step: Step) -> StepOutcome:
-        steps = self.compiled.scenario.steps
+        steps = [s for s in self.compiled.scenario.steps if s.host == self.node]
         if steps.index(step) != self._next:
-            raise HarnessError(f"steps must run in order: expected command {self._next + 1}, got {step.index}")
+            raise HarnessError(f"steps must run in order: expected command {steps[self._next].index}, "
+                               f"got {step.index}")
         self._next += 1
         self._state = None
         try:
@@ -135,14 +145,14 @@ class RealDocker:
         if isinstance(cmd, HOST_COMMANDS):
             if argv[:1] == ["sudo"]:  # the documentation's `sudo ip ...`: the harness is root already
                 argv = argv[1:]
-            res = self.session.run("host", argv, timeout=30)
+            res = self.session.run(self.node, argv, timeout=30)
             if res.ok and isinstance(cmd, HostLinkAdd):
                 self._user_links.add(cmd.name)
             return StepOutcome(step, error=None if res.ok else docker_error(res))
         if isinstance(cmd, DaemonRestart):
             # The service manager's restart of the private daemon: SIGTERM, wait, start it again with the
             # same roots in the same namespace; the containers' PIDs are found anew afterwards.
-            daemon = self.session.ensure_daemon()
+            daemon = self.session.ensure_daemon(self.node)
             self._read_state()  # what the containers were, kept in `history`, before they stop
             try:
                 daemon.restart()
@@ -151,7 +161,7 @@ class RealDocker:
             return StepOutcome(step)
         if not argv or argv[0] != "docker":
             raise HarnessError(f"command {step.index} `{step.text}`: not a docker or ip command")
-        daemon = self.session.ensure_daemon()
+        daemon = self.session.ensure_daemon(self.node)
         self.name = f"real docker {daemon.version}"
         try:
             if isinstance(cmd, ContainerRun):
@@ -171,7 +181,7 @@ class RealDocker:
             self.session.invalidate()
 
     def _run(self, step: Step, cmd: ContainerRun, argv: list[str]) -> StepOutcome:
-        daemon = self.session.daemon
+        daemon = self._daemon
         image = cmd.image
         if image not in self._images:
             daemon.tag(image)
@@ -197,7 +207,7 @@ class RealDocker:
             if not res.ok:
                 return StepOutcome(step, error=docker_error(res))
             cid = cid or res.stdout.strip().splitlines()[-1]
-            self.session.bind(cmd.name, cid)
+            self.session.bind(cmd.name, cid, self.node)
             self._history[cmd.name] = ContainerState(cmd.name, cid, running=True)
             return StepOutcome(step)
         # A transient container: the daemon refused it (125), or its command could not run (126, 127),
@@ -226,7 +236,7 @@ class RealDocker:
     def _run_watched(self, args: list[str], cidfile, name: str) -> tuple[CommandResult, dict | None]:
         """A transient `docker run` to completion, inspected while it runs (best effort: a ping that ends
         within milliseconds may be gone before it is seen), so its endpoint is known afterwards."""
-        daemon = self.session.daemon
+        daemon = self._daemon
         seen = None
         start = time.time()
         deadline = time.monotonic() + RUN_TIMEOUT
@@ -278,14 +288,14 @@ class RealDocker:
         return {link["ifname"] for link in self._host_links_json()}
 
     def _host_links_json(self) -> list[dict]:
-        res = self.session.run("host", ["ip", "-json", "-details", "link", "show"], timeout=10)
+        res = self.session.run(self.node, ["ip", "-json", "-details", "link", "show"], timeout=10)
         res.assert_success()
         return json.loads(res.stdout or "[]")
 
     def _inspect(self, kind: list[str], ids: list[str]) -> list[dict]:
         if not ids:
             return []
-        res = self.session.daemon.client([*kind, *ids], timeout=30)
+        res = self._daemon.client([*kind, *ids], timeout=30)
         try:
             return json.loads(res.stdout or "[]")
         except json.JSONDecodeError:
@@ -293,9 +303,10 @@ class RealDocker:
 
     def _read_state(self) -> RealState:
         state = RealState(history=dict(self._history))
-        parent_name = self.compiled.scenario.topology.host_parent
+        host = self.compiled.scenario.topology.host(self.node)
+        nics = {nic.name for nic in host.nics}
         created_by: dict[str, str] = {}
-        daemon = self.session.daemon
+        daemon = self._daemon
         nets: list[dict] = []
         if daemon is not None:
             ids = daemon.client(["network", "ls", "-q", "--no-trunc"], timeout=30).stdout.split()
@@ -313,7 +324,7 @@ class RealDocker:
             info = link.get("linkinfo") or {}
             kind = info.get("info_kind") or "device"
             data = info.get("info_data") or {}
-            owner = ("topology" if name == parent_name else "user" if name in self._user_links
+            owner = ("topology" if name in nics else "user" if name in self._user_links
                      else created_by.get(name, "daemon"))
             if owner == "daemon" and kind not in ("vlan", "dummy"):
                 continue  # docker0 and the children on their way into a container: not a parent Docker manages
@@ -327,7 +338,7 @@ class RealDocker:
         names = [names_by_id.get(c["Id"], c["Name"].lstrip("/")) for c in inspected]
         for name, c in zip(names, inspected):
             if name not in self.session.containers:
-                self.session.bind(name, c["Id"])
+                self.session.bind(name, c["Id"], self.node)
         ifnames = self._ifnames(names)
         for name, c in zip(names, inspected):
             container = self._container(name, c, state.networks, ifnames.get(name, {}))
@@ -421,6 +432,33 @@ class RealDocker:
         container.endpoints = sorted(endpoints, key=lambda e: _ifname_order(e.ifname))
         container.interfaces_made = len(endpoints)
         return container
+
+
+class RealFleet:
+    """Several Docker hosts, each with its own real dockerd in its namespace (issue #13): every command goes
+    to the `RealDocker` of the host it names, and what they built is read as a `Fleet`."""
+
+    def __init__(self, compiled, session):
+        self.compiled = compiled
+        self.hosts = {h.name: RealDocker(compiled, session, h.name) for h in compiled.scenario.hosts}
+        self.name = "real docker"
+
+    @property
+    def version(self) -> str:
+        return next(iter(self.hosts.values())).version
+
+    def execute(self, step: Step) -> StepOutcome:
+        docker = self.hosts[step.host]
+        outcome = docker.execute(step)
+        self.name = docker.name
+        return outcome
+
+    def finish(self, outcome: StepOutcome) -> None:
+        self.hosts[outcome.step.host].finish(outcome)
+
+    @property
+    def state(self) -> Fleet:
+        return Fleet({host: docker.state for host, docker in self.hosts.items()})
 
 
 def _read(path) -> str:

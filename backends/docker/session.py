@@ -9,7 +9,9 @@ has already run its documented ping to completion when the engine asks for its r
 session answers that probe with the container's own result (its exit status and output).
 
 The daemon starts when the first Docker command runs (the host namespace must exist first) and is
-stopped, with everything it made, when the session closes (see `backends.docker.daemon`).
+stopped, with everything it made, when the session closes (see `backends.docker.daemon`). With several
+Docker hosts (issue #13) each host gets its own daemon in its own namespace (`ensure_daemon(host)`), and
+each container is asked of its own host's daemon (`host_of`).
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ class DockerSession:
         self.image = image
         self.base_dir = base_dir
         self.kernel = world.kernel
-        self.daemon: Daemon | None = None
+        self.daemon: Daemon | None = None  # the first host's (the only one, in a single-host scenario)
+        self.daemons: dict[str, Daemon] = {}  # host node -> its dockerd (issue #13: one per Docker host)
         self.containers: dict[str, str] = {}  # scenario name -> container id (running or not)
+        self.host_of: dict[str, str] = {}  # scenario name -> the host whose daemon runs it
         self.finished: dict[str, CommandResult] = {}  # a transient container's documented ping
         self._pids: dict[str, int] = {}
 
@@ -49,18 +53,29 @@ class DockerSession:
 
     # -- the daemon -------------------------------------------------------------------------------------
 
-    def ensure_daemon(self) -> Daemon:
-        if self.daemon is None:
-            host = os.path.join(NETNS_DIR, self.world.physical_name("host"))
-            daemon = Daemon(f"{self.prefix}-docker", host, self.image, self.stack, self.base_dir)
-            self.daemon = daemon  # set first: its teardown is already on the stack once start() begins
+    def ensure_daemon(self, host: str = "host") -> Daemon:
+        """The dockerd of a Docker host (a node of the world), started in its namespace on first use; the
+        first host's is named as ever (`<prefix>-docker`), another's carries its host (`<prefix>-docker-hostb`)."""
+        daemon = self.daemons.get(host)
+        if daemon is None:
+            netns = os.path.join(NETNS_DIR, self.world.physical_name(host))
+            name = f"{self.prefix}-docker" if not self.daemons else f"{self.prefix}-docker-{host}"
+            daemon = Daemon(name, netns, self.image, self.stack, self.base_dir)
+            self.daemons[host] = daemon  # set first: its teardown is already on the stack once start() begins
+            if self.daemon is None:
+                self.daemon = daemon
             daemon.start()
-        return self.daemon
+        return daemon
+
+    def daemon_of(self, container: str) -> Daemon | None:
+        return self.daemons.get(self.host_of.get(container, ""), self.daemon)
 
     # -- containers ---------------------------------------------------------------------------------------
 
-    def bind(self, name: str, container_id: str) -> None:
+    def bind(self, name: str, container_id: str, host: str | None = None) -> None:
         self.containers[name] = container_id
+        if host is not None:
+            self.host_of[name] = host
         self._pids.pop(name, None)
 
     def forget(self, name: str) -> None:
@@ -75,14 +90,19 @@ class DockerSession:
     def pids(self, names: Sequence[str]) -> dict[str, int]:
         """PID of each named container's process (0: not running)."""
         wanted = [n for n in dict.fromkeys(names) if n not in self._pids and n in self.containers]
-        if wanted and self.daemon is not None:
-            ids = [self.containers[n] for n in wanted]
-            res = self.daemon.client(["inspect", "--format", "{{.Id}} {{.State.Pid}}", *ids], timeout=30)
+        by_daemon: dict[int, tuple[Daemon, list[str]]] = {}
+        for n in wanted:  # each container is asked of its own host's daemon
+            daemon = self.daemon_of(n)
+            if daemon is not None:
+                by_daemon.setdefault(id(daemon), (daemon, []))[1].append(n)
+        for daemon, group in by_daemon.values():
+            ids = [self.containers[n] for n in group]
+            res = daemon.client(["inspect", "--format", "{{.Id}} {{.State.Pid}}", *ids], timeout=30)
             by_id = {}
             for line in res.stdout.splitlines():
                 cid, _, pid = line.partition(" ")
                 by_id[cid] = int(pid) if pid.strip().isdigit() else 0
-            for n in wanted:
+            for n in group:
                 self._pids[n] = by_id.get(self.containers[n], 0)
         return {n: self._pids.get(n, 0) for n in names}
 

@@ -261,7 +261,9 @@ class VMBackend:
                         "--json", "/out/results.json", "--quiet", *(() if matrix else ("--no-matrix",)), *paths)
                 jobs.append(GuestJob(argv, share, env=_guest_env()))
                 guest_paths.append(paths)
-            timeout = self.boot_allowance + self.per_scenario_allowance * max(len(c) for c in chunks)
+            # A scenario with several Docker hosts builds and probes a world per host: it counts once per host.
+            timeout = self.boot_allowance + self.per_scenario_allowance * max(
+                sum(len(s.topology.hosts) for s in c) for c in chunks)
             try:
                 outcomes = run_in_guests(jobs, self.bundle(), self.batch_image(), timeout, memory_mb=self.memory_mb,
                                          append=self.kernel_append)

@@ -65,15 +65,25 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_clean(args) -> int:
-    """What killed runs left: processes in their namespaces, the namespaces, their temporary directories.
+    """What killed runs left: real-engine daemons (processes, mounts, data roots), processes in their
+    namespaces, the namespaces, their temporary directories.
     Nothing of a run still in progress is touched (its owner record or directory name says it lives)."""
+    from backends.docker.backend import docker_base_dir
+    from backends.docker.daemon import clean_leftovers as clean_docker_leftovers
     from backends.netns import clean_leftovers
     from harness import proc
 
+    # A killed real-engine run's daemon first (its processes, mounts and data root), then the namespaces.
+    docker_removed, docker_kept = clean_docker_leftovers(docker_base_dir())
     ended: list[str] = []
     removed, kept = clean_leftovers(ended=ended)
     dirs_removed, dirs_kept = proc.clean_temp_dirs()
     console = new_console()
+    console.print(f"removed {len(docker_removed)} leftover Docker daemon directories"
+                  + (f": {', '.join(docker_removed)}" if docker_removed else ""), markup=False)
+    if docker_kept:
+        console.print(f"kept {len(docker_kept)} Docker daemons of runs still in progress: {', '.join(docker_kept)}",
+                      markup=False)
     if ended:
         console.print(f"ended {len(ended)} process{'es' if len(ended) != 1 else ''} left running in leftover "
                       f"namespaces: {', '.join(ended)}", markup=False)

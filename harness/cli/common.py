@@ -97,10 +97,11 @@ def load_scenarios(paths: Sequence[str], profile: str | None = DEFAULT_PROFILE) 
     for path in files:
         try:
             scenario = load_scenario(path)
+            # compiling it may find a mistake only Docker's emulation sees (a pinned choice it never meets)
+            refused = docker_errors(scenario, profile) if profile else []
         except ScenarioError as exc:
             errors.append(exc)
             continue
-        refused = docker_errors(scenario, profile) if profile else []
         if refused:
             errors.extend(refused)
         else:

@@ -1,6 +1,8 @@
 """`harness conform [PATHS]`: every scenario on the emulation and on a real Docker engine, fact by fact.
 
-The emulation side runs where `--backend auto` would (netns on this kernel, the VM for VLAN, ipvlan and
+The real engine runs first; the emulation then runs pinned to the random choices the engine took (a
+network's subnet order, read back from `docker network inspect`: `harness.conform.real_choices`), so both
+sides are compared on the same choice. The emulation side runs where `--backend auto` would (netns on this kernel, the VM for VLAN, ipvlan and
 dummy parents); the real side where `--backend docker` would (the engine on this kernel, else inside the
 VM's guest). Each side records its facts (`harness.conform.record_facts`); `harness.conform.compare` pairs
 them, applies the known, explained divergences (`conformance/divergences.yaml`) and the command prints a
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -44,8 +47,10 @@ from harness.conform import (
     Comparison,
     DivergenceFileError,
     compare,
+    describe_choices,
     exit_status,
     load_divergences,
+    real_choices,
     version_of,
 )
 from harness.engine import Engine
@@ -98,8 +103,9 @@ def cmd_conform(args) -> int:
         scenarios = selected_scenarios(args)
         if scenarios is None:
             return 2
-        emulated, real = run_both(scenarios, args, console)
-        comparisons = [compare(emulated.get(s.path), real.get(s.path), divergences) for s in scenarios]
+        emulated, real, pinned = run_both(scenarios, args, console)
+        comparisons = [compare(emulated.get(s.path), real.get(s.path), divergences,
+                               describe_choices(pinned.get(s.path, ()))) for s in scenarios]
     if args.json:
         Path(args.json).write_text(json.dumps([c.to_dict() for c in comparisons], indent=2) + "\n")
     print_comparisons(comparisons, console, differences_only=args.differences)
@@ -109,13 +115,13 @@ def cmd_conform(args) -> int:
 # -- running -----------------------------------------------------------------------------------------
 
 
-def run_both(scenarios: Sequence[Scenario], args, console: Console) -> tuple[dict, dict]:
-    """Each scenario on the emulation, then on the real engine: {path: ScenarioResult} per side."""
+def run_both(scenarios: Sequence[Scenario], args, console: Console) -> tuple[dict, dict, dict]:
+    """Each scenario on the real engine, then on the emulation pinned to the random choices the engine
+    took (`harness.conform.real_choices`): {path: ScenarioResult} per side, and {path: the choices pinned}."""
     options = backend_options(args)
     matrix = not args.no_matrix
-    sides = (("emulation", BackendChooser(args.emulation, args.profile, options=options)),
-             ("real", BackendChooser(args.real, args.profile, options=options)))
-    out: list[dict] = []
+    emulation = BackendChooser(args.emulation, args.profile, options=options)
+    real_engine = BackendChooser(args.real, args.profile, options=options)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True, disable=args.quiet) as progress:
         task = progress.add_task("scenarios", total=2 * len(scenarios))
@@ -123,10 +129,13 @@ def run_both(scenarios: Sequence[Scenario], args, console: Console) -> tuple[dic
         def say(text: str) -> None:
             progress.update(task, description=safe(text))
 
-        for label, chooser in sides:
-            out.append(run_side(label, chooser, scenarios, args.profile, matrix, args.host_only, say,
-                                lambda: progress.advance(task)))
-    return out[0], out[1]
+        real = run_side("real", real_engine, scenarios, args.profile, matrix, args.host_only, say,
+                        lambda: progress.advance(task))
+        pinned = {s.path: real_choices(s, real.get(s.path), args.profile) for s in scenarios}
+        followed = [replace(s, docker_choices=pinned[s.path]) if pinned[s.path] else s for s in scenarios]
+        emulated = run_side("emulation", emulation, followed, args.profile, matrix, args.host_only, say,
+                            lambda: progress.advance(task))
+    return emulated, real, {path: choices for path, choices in pinned.items() if choices}
 
 
 def run_side(label: str, chooser: BackendChooser, scenarios: Sequence[Scenario], profile: str, matrix: bool,
@@ -197,6 +206,8 @@ def print_comparisons(comparisons: Sequence[Comparison], console: Console, diffe
         console.print(f"[bold]{safe(c.scenario)}[/bold] ({safe(c.path)})")
         console.print(f"  emulated: {_side(c.emulated)}")
         console.print(f"  real:     {_side(c.real)}")
+        for choice in c.choices:
+            console.print(f"  Docker's random choice, which the emulation followed: {safe(choice)}")
         if c.status == NOT_COMPARED:
             console.print(f"  [yellow]not compared[/yellow]: {safe(c.reason)}")
             continue

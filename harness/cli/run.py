@@ -19,7 +19,7 @@ from harness.cli.common import (
 from harness.cli.matrix import cmd_run_matrix
 from harness.engine import Engine
 from harness.model import Scenario
-from harness.results import ERROR, FAIL, PASS, SKIP, ScenarioResult, write_json, write_junit
+from harness.results import ERROR, FAIL, PASS, SKIP, ScenarioResult, mark, write_json, write_junit
 
 
 def _unwritable_outputs(args) -> str | None:
@@ -73,10 +73,12 @@ def _print_results(results: list[ScenarioResult], console: Console, verbose: boo
                   title="verdicts")
     for r in results:
         style = STATUS_STYLE[r.status]
-        passed = sum(c.ok for c in r.checks)
+        judged = [c for c in r.checks if c.judged]
+        passed = sum(c.ok for c in judged)
+        unjudged = len(r.checks) - len(judged)
         d = r.durations
         table.add_row(safe(r.scenario), safe(r.backend), f"[{style}]{safe(r.status)}[/{style}]",
-                      f"{passed}/{len(r.checks)}",
+                      f"{passed}/{len(judged)}" + (f" (+{unjudged} n/v)" if unjudged else ""),
                       f"{d.get('setup', 0):.2f}", f"{d.get('checks', 0):.2f}", f"{d.get('teardown', 0):.2f}",
                       safe(r.reason.splitlines()[0]) if r.reason else "")
     console.print(table)
@@ -87,6 +89,6 @@ def _print_results(results: list[ScenarioResult], console: Console, verbose: boo
             console.print(r.failure_report(), markup=False)
         elif verbose:
             for c in r.checks:
-                console.print(f"  {'ok  ' if c.ok else 'FAIL'} {c.message}", markup=False)
+                console.print(f"  {mark(c)} {c.message}", markup=False)
     counts = {s: sum(r.status == s for r in results) for s in (PASS, FAIL, SKIP, ERROR)}
     console.print(f"{counts[PASS]} passed, {counts[FAIL]} failed, {counts[SKIP]} skipped, {counts[ERROR]} errors")

@@ -73,12 +73,17 @@ def cmd_plan(args) -> int:
             print(_comment(f"  {knob} = {value} (since {since})"))
         for note in plan.notes:
             print(_comment(f"not deterministic in Docker: {note}"))
-        print("# the emulated world: switch `up`, router `rt`, Docker host `host`")
+        hosts = [h.name for h in scenario.hosts]
+        if len(hosts) > 1:
+            print(f"# the emulated world: switch `up`, router `rt`, Docker hosts {', '.join(f'`{h}`' for h in hosts)}")
+        else:
+            print("# the emulated world: switch `up`, router `rt`, Docker host `host`")
         for op in plan.world:
             print("\n".join(render(op)))
         compiled_outputs = getattr(compiled.emulator, "outputs", {})
         for compiled in plan.steps:
-            print("\n" + _comment(f"[{compiled.step.index}] {compiled.step.text}"))
+            on = f" (on {compiled.step.host})" if len(hosts) > 1 else ""
+            print("\n" + _comment(f"[{compiled.step.index}]{on} {compiled.step.text}"))
             if compiled.error:
                 print(_comment(f"  Docker: Error response from daemon: {compiled.error}"))
             output = compiled_outputs.get(compiled.step.index)

@@ -17,11 +17,13 @@ accepted. README, "The Docker CLI as emulated", lists them.
 
 from __future__ import annotations
 
+import csv
 import ipaddress
 import re
 import shlex
 from dataclasses import dataclass, field
 
+from harness.docker.common import MAC_ADDRESS
 from harness.model import (
     SHELLS,
     Command,
@@ -34,6 +36,7 @@ from harness.model import (
     HostLinkDelete,
     HostLinkUp,
     HostRouteAdd,
+    NetworkAttachment,
     NetworkConnect,
     NetworkCreate,
     NetworkDisconnect,
@@ -226,7 +229,8 @@ _RUN = [
     Flag("init", takes_value=False),
 ]
 
-_CONNECT = [Flag("ip"), Flag("ip6"), Flag("alias", repeatable=True), Flag("link", repeatable=True, emulated=False),
+_CONNECT = [Flag("ip"), Flag("ip6"), Flag("alias", repeatable=True), Flag("gw-priority"),
+            Flag("link", repeatable=True, emulated=False),
             Flag("link-local-ip", repeatable=True, emulated=False), Flag("driver-opt", repeatable=True, emulated=False)]
 _DISCONNECT = [Flag("force", "f", takes_value=False)]
 _RM = [Flag("force", "f", takes_value=False), Flag("volumes", "v", takes_value=False), Flag("link", "l", takes_value=False)]
@@ -303,7 +307,7 @@ def parse_command(text: str, namer: RunNamer | None = None) -> Command:
             p = FlagParser("docker network connect", _CONNECT).parse(rest)
             _require_args("docker network connect", p.positional, exactly=2)
             return NetworkConnect(p.positional[0], p.positional[1], ip=p.last("ip"), ip6=p.last("ip6"),
-                                  aliases=tuple(p.all("alias")))
+                                  aliases=tuple(p.all("alias")), gw_priority=p.last("gw-priority"))
         if sub == "disconnect":
             p = FlagParser("docker network disconnect", _DISCONNECT).parse(rest)
             _require_args("docker network disconnect", p.positional, exactly=2)
@@ -380,8 +384,10 @@ def _parse_run(rest: list[str], namer: RunNamer) -> ContainerRun | Refused:
     p = FlagParser("docker run", _RUN, interspersed=False).parse(rest)
     _require_args("docker run", p.positional, at_least=1)
     image, command = p.positional[0], tuple(p.positional[1:])
-    # --net and --network are one list in the CLI (C20 cli/command/container/opts.go netMode).
-    networks = tuple(dict.fromkeys(p.all("net") + p.all("network")))
+    # --net and --network are one list in the CLI (C20 cli/command/container/opts.go netMode), each value a
+    # name or the advanced syntax (opts/network.go NetworkOpt).
+    attachments = tuple(network_attachment(v) for v in p.all("net") + p.all("network"))
+    networks = tuple(dict.fromkeys(a.target for a in attachments))
     network = networks[0] if networks else None
     if not _keeps_running(command) and parse_ping(command) is None:
         raise CLIError(
@@ -390,9 +396,7 @@ def _parse_run(rest: list[str], namer: RunNamer) -> ContainerRun | Refused:
             "runs a shell, `sleep N`, `tail -f FILE` or `top` (kept running), or `ping`/`ping6 ... ADDRESS` "
             "(a reach check)"
         )
-    restart = p.last("restart") or "no"
-    if restart not in ("no", "always", "unless-stopped"):
-        raise not_emulated("docker run", f"--restart={restart}", "no, always and unless-stopped are")
+    restart = p.last("restart") or "no"  # checked by the emulated daemon: its texts depend on the version
     if p.all("network-alias") or p.all("net-alias"):
         raise not_emulated("docker run", "--network-alias", "use `docker network connect --alias`")
     explicit = p.last("name")
@@ -419,10 +423,36 @@ def _parse_run(rest: list[str], namer: RunNamer) -> ContainerRun | Refused:
         hostname=p.last("hostname"),
         restart=restart,
         networks=networks,
+        attachments=attachments,
     )
 
 
-_MAC = re.compile(r"([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}")
+_MAC = MAC_ADDRESS
+
+# Keys of the advanced --network syntax that Docker has (some versions) but the harness does not emulate.
+_NETWORK_KEYS_NOT_EMULATED = ("driver-opt", "link-local-ip")
+
+
+def network_attachment(value: str) -> NetworkAttachment:
+    """One `--network` value as docker/cli's NetworkOpt.Set reads it (v20.10.24 and v28.0.0 opts/network.go):
+    the advanced syntax when the value matches `\\w+=\\w+` anywhere (an unanchored Go regexp), split as one
+    CSV record into lower-cased `key=value` fields; else a plain network name. Which keys are valid depends on
+    the Docker version, so the fields are checked by the emulated daemon's profile (`network_opt_error`)."""
+    if not re.search(r"\w+=\w+", value, flags=re.ASCII):
+        return NetworkAttachment(target=value, text=value)
+    try:
+        fields = next(csv.reader([value]), [])
+    except csv.Error as exc:
+        raise CLIError(f'invalid argument "{value}" for "--network" flag: {exc}') from None
+    target = ""
+    for item in fields:
+        key, _, val = item.lower().partition("=")
+        if key.strip() in _NETWORK_KEYS_NOT_EMULATED:
+            raise not_emulated("docker run", f"--network ...,{key.strip()}=", "name, ip, ip6, alias, mac-address "
+                               "and gw-priority are")
+        if key.strip() == "name":
+            target = val.strip()
+    return NetworkAttachment(target=target, text=value, fields=tuple(fields))
 
 
 def _parse_ip(argv: list[str]) -> Command:

@@ -7,13 +7,14 @@ rm and a daemon restart. Mixed into `DockerEmulator`, whose state it uses.
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from harness.docker import ipam
 from harness.docker.common import (
-    HOST,
     _hex_id,
-    default_routes,
+    gateway_routes,
 )
+from harness.docker.run_options import restart_policy, run_settings
 from harness.docker.state import ContainerState, Endpoint, NetworkState
 from harness.errors import DockerError
 from harness.model import (
@@ -48,8 +49,9 @@ class ContainersMixin:
     # -- containers -----------------------------------------------------------------------------------
 
     def _run(self, step: Step, cmd: ContainerRun) -> CompiledStep:
+        settings = run_settings(cmd, self.profile)
         # Create-time checks (moby v20.10.24 daemon/create.go, runconfig/hostconfig.go): nothing is left.
-        nets = cmd.networks or ((cmd.network,) if cmd.network else ())
+        nets = tuple(c["name"] for c in settings)
         if len(nets) > self.profile.networks_per_run:
             self.notes.append("`docker run` with several networks: Docker 20.10 names them in Go map order (random; "
                               "daemon/create.go:331-341; seen on a real 20.10 engine), match them with `*`")
@@ -62,18 +64,16 @@ class ContainersMixin:
             raise DockerError("conflicting options: mac-address and the network mode")
         if cmd.hostname and net_mode.startswith("container:"):
             raise DockerError("conflicting options: hostname and the network mode")
-        if cmd.ip is not None and (not is_ip_address(cmd.ip) or ipaddress.ip_address(cmd.ip).version != 4):
-            raise DockerError(f"invalid IPv4 address: {cmd.ip}")
-        if cmd.ip6 is not None and (not is_ip_address(cmd.ip6) or ipaddress.ip_address(cmd.ip6).version != 6):
-            raise DockerError(f"invalid IPv6 address: {cmd.ip6}")
-        check = self.profile.ip_outside_subnets
-        if check != "ipam" and cmd.ip is not None and not net_mode and nets[0] in self.networks:
-            net = self.networks[nets[0]]
-            ip = ipaddress.ip_address(cmd.ip)
-            if net.user_subnets4 and not any(p.contains(ip) for p in net.pools4):
-                # moby 27+: the endpoint settings are checked at create, wrapped twice (nothing is left).
-                raise DockerError(f"invalid config for network {net.name}: invalid endpoint settings:\n"
-                                  + check.format(ip=cmd.ip))
+        for cfg in settings:
+            if cfg["ip"] is not None and (not is_ip_address(cfg["ip"]) or ipaddress.ip_address(cfg["ip"]).version != 4):
+                raise DockerError(f"invalid IPv4 address: {cfg['ip']}")
+            if cfg["ip6"] is not None and (not is_ip_address(cfg["ip6"]) or ipaddress.ip_address(cfg["ip6"]).version != 6):
+                raise DockerError(f"invalid IPv6 address: {cfg['ip6']}")
+            if not net_mode and cfg["name"] in self.networks:
+                refusal = self._ip_outside_subnets(self.networks[cfg["name"]], cfg["ip"])
+                if refusal:
+                    # moby 27+: the endpoint settings are checked at create, wrapped twice (nothing is left).
+                    raise DockerError(f"invalid config for network {cfg['name']}: {refusal}")
         holder = next((pool[cmd.name] for pool in (self.containers, self.shared, self.stopped) if cmd.name in pool), None)
         if holder is not None:
             raise DockerError(
@@ -84,13 +84,12 @@ class ContainersMixin:
             raise DockerError("the harness emulates macvlan/ipvlan networks only: give --net/--network")
         self.counter += 1
         container = ContainerState(
-            name=cmd.name, id=_hex_id(self.scenario.name, "container", cmd.name, str(self.counter)),
+            name=cmd.name, id=_hex_id(self.seed, "container", cmd.name, str(self.counter)),
             transient=cmd.transient, status="created", net_mode=net_mode,
-            gateway_score=self.profile.gateway_score,
-            config={"networks": [] if net_mode else [
-                        {"name": n, "ip": cmd.ip if i == 0 else None, "ip6": cmd.ip6 if i == 0 else None,
-                         "aliases": ()} for i, n in enumerate(nets)],
-                    "mac": cmd.mac_address, "hostname": cmd.hostname, "restart": cmd.restart,
+            gateway_score=self.profile.gateway_score, gateway_select=self.profile.gateway_endpoints,
+            config={"networks": [] if net_mode else settings,
+                    "mac": cmd.mac_address, "hostname": cmd.hostname,
+                    "restart": restart_policy(cmd.restart, self.profile)[0],
                     "remove": cmd.remove, "manually_stopped": False})
         # Start: a failure leaves the container Created, holding its name (moby v20.10.24 daemon/start.go:118-141;
         # seen on a real 20.10 engine), unless --rm.
@@ -157,11 +156,11 @@ class ContainersMixin:
             # Docker disables IPv6 in a container none of whose networks has it: no ::1, no link-local.
             ops += [SetSysctl(name, "net.ipv6.conf.all.disable_ipv6", "1"),
                     SetSysctl(name, "net.ipv6.conf.default.disable_ipv6", "1")]
-        for i, (net, cfg) in enumerate(nets):
+        for net, cfg in nets:
             if mode == "none":
                 break
-            mac = container.config.get("mac") if i == 0 else None
-            ops += self._attach(container, net, cfg.get("ip"), cfg.get("ip6"), mac=mac, aliases=cfg.get("aliases", ()))
+            ops += self._attach(container, net, cfg.get("ip"), cfg.get("ip6"), mac=cfg.get("mac"),
+                                aliases=cfg.get("aliases", ()), gw_priority=cfg.get("gw_priority", 0))
         container.running, container.status = True, "running"
         self.stopped.pop(name, None)
         self.containers[name] = container
@@ -203,6 +202,7 @@ class ContainersMixin:
                             container.config["manually_stopped"] = False
                         done += self._start(container)
                 ops += done
+                self.printed.append(name)
             except DockerError as exc:
                 self.restore(snap)
                 errors.append(exc.message)
@@ -225,10 +225,13 @@ class ContainersMixin:
         for name in [n for n, c in self.stopped.items() if c.config.get("remove")]:
             del self.stopped[name]
         self.address_space.start_index = 0
-        restart = [c for c in self.stopped.values()
-                   if not c.transient and c.status == "exited"
-                   and (c.config.get("restart") == "always"
-                        or (c.config.get("restart") == "unless-stopped" and not c.config.get("manually_stopped")))]
+        for c in self.stopped.values():
+            if c.transient and c.status == "exited" and c.config.get("restart") in ("always", "on-failure"):
+                self.notes.append(f"container {c.name}: its ping ran and exited; with --restart "
+                                  f"{c.config['restart']} Docker runs it again (on-failure: only if it failed, exit "
+                                  "code != 0); the harness does not probe it again")
+        restart = [c for c in self.stopped.values() if not c.transient and c.status == "exited"
+                   and self._restarts_with_daemon(c)]
         dynamic = [c.name for c in restart if any(not n.get("ip") for n in c.config.get("networks", []))]
         if len(dynamic) > 1:
             self.notes.append(f"command {step.index}: containers {', '.join(dynamic)} restart in parallel "
@@ -242,6 +245,23 @@ class ContainersMixin:
                 self.restore(snap)  # dockerd only logs it; the container stays exited
         return tuple(ops)
 
+    @staticmethod
+    def _restarts_with_daemon(c: ContainerState) -> bool:
+        """restartmanager.ShouldRestart at daemon start (moby v20.10.24 daemon/daemon.go:455-458,
+        restartmanager/restartmanager.go:85-96; unchanged in docker-v29.7.2 daemon/daemon.go:557,
+        daemon/internal/restartmanager): `always`; `unless-stopped` unless stopped by hand; `on-failure[:N]` when
+        the recorded exit code is not 0 (N is not reached: only the daemon's own restarts count). A container the
+        daemon shut down, or one `docker stop`ped, was killed (exit 137/143), so on-failure restarts it (moby
+        #35166, docker/cli #2271): only an exit 0 keeps it down, and a long-running container never exits 0 here."""
+        policy = c.config.get("restart")
+        if policy == "always":
+            return True
+        if policy == "unless-stopped":
+            return not c.config.get("manually_stopped")
+        if policy == "on-failure":
+            return True  # its exit code is 137 or 143, never 0 (see above)
+        return False
+
     def _resolve(self, target: str, net: NetworkState) -> str:
         """Docker's embedded DNS: a container name on the same network resolves to its address."""
         if is_ip_address(target):
@@ -252,7 +272,7 @@ class ContainersMixin:
         return target
 
     def _attach(self, container: ContainerState, net: NetworkState, ip: str | None, ip6: str | None,
-                mac: str | None = None, aliases: tuple[str, ...] = ()) -> list[Op]:
+                mac: str | None = None, aliases: tuple[str, ...] = (), gw_priority: int = 0) -> list[Op]:
         """Endpoint creation and join: allocate, create the child in the host, move, address, route."""
         in_pool = self.profile.ip_without_subnet == "in-pool"
         if (ip and not net.user_subnets4 and not in_pool) or (ip6 and not net.user_subnets6 and not in_pool):
@@ -269,7 +289,7 @@ class ContainersMixin:
             network=net.name,
             ifname=f"eth{number}",
             child="veth" + _hex_id(container.id, net.id)[:7],
-            internal=net.internal, aliases=tuple(aliases), static_ip=ip, static_ip6=ip6,
+            internal=net.internal, aliases=tuple(aliases), static_ip=ip, static_ip6=ip6, gw_priority=gw_priority,
         )
         ep.addresses.append(self._allocate(net.pools4, ip, 4, net))
         if net.ipv6:
@@ -288,21 +308,22 @@ class ContainersMixin:
 
         name = container.name
         ops: list[Op] = [
-            AddLink(HOST, ep.child, net.driver, parent=net.parent, mode=net.mode, flag=net.flag,
+            AddLink(self.node, ep.child, net.driver, parent=net.parent, mode=net.mode, flag=net.flag,
                     error_format=f"failed to create the {net.driver} port: {{error}}"),
-            MoveLink(HOST, ep.child, name, ep.ifname),
+            MoveLink(self.node, ep.child, name, ep.ifname),
         ]
         if ep.mac:
             ops.append(SetLink(name, ep.ifname, mac=ep.mac))
         ops += [AddAddress(name, ep.ifname, cidr, nodad=True) for cidr in ep.cidrs()]
         ops.append(SetLink(name, ep.ifname, up=True))
-        previous = container.gateway_endpoint()
+        before4, before6 = container.gateway_endpoints()
         container.endpoints.append(ep)
         container.interfaces_made = max(container.interfaces_made, number) + 1
         net.endpoints[container.name] = ep
-        if container.gateway_endpoint() is ep and (ep.gateway4 or ep.gateway6 or ep.connected_default):
-            # An endpoint sorting before the current gateway endpoint takes the default route over.
-            ops += default_routes(name, ep, net.ipv6, replace=previous is not None)
+        after4, after6 = container.gateway_endpoints()
+        # An endpoint sorting before the current gateway endpoint(s) takes the default route(s) over.
+        ops += gateway_routes(name, ep if after4 is ep else None, ep if after6 is ep else None,
+                              replace4=before4 is not None, replace6=before6 is not None)
         return ops
 
     def _allocate(self, pools: list[ipam.Pool], wanted: str | None, version: int, net: NetworkState) -> tuple[IPAddress, int]:
@@ -350,15 +371,44 @@ class ContainersMixin:
             raise DockerError(f"No such container: {name}")
         return c
 
+    def _ip_outside_subnets(self, net: NetworkState, ip: str | None) -> str | None:
+        """moby 27+'s endpoint-settings refusal of an `--ip` outside the network's subnets (v27.5.1
+        daemon/container_operations.go:600-640 validateEndpointSettings; docker-v29.7.2 :540-582): the text
+        of the profile, under `invalid endpoint settings:`. None in 20.10 (IPAM refuses it at start)."""
+        check = self.profile.ip_outside_subnets
+        if check == "ipam" or ip is None or not net.user_subnets4 or not is_ip_address(ip):
+            return None
+        if any(p.contains(ipaddress.ip_address(ip)) for p in net.pools4):
+            return None
+        return "invalid endpoint settings:\n" + check.format(ip=ip)
+
+    def _gw_priority(self, text: str | None) -> int:
+        """`docker network connect --gw-priority N` (docker/cli v28.0.0 cli/command/network/connect.go:62, an
+        int flag); an unknown flag before moby 28's CLI."""
+        if text is None:
+            return 0
+        if not self.profile.gw_priority:
+            raise DockerError("unknown flag: --gw-priority")
+        if not re.fullmatch(r"[+-]?[0-9]+", text):
+            raise DockerError(f'invalid argument "{text}" for "--gw-priority" flag: strconv.ParseInt: parsing '
+                              f'"{text}": invalid syntax')
+        return int(text)
+
     def _connect(self, cmd: NetworkConnect) -> tuple[Op, ...]:
         """moby v20.10.24 daemon/container_operations.go ConnectToNetwork (l.1062-1091) and connectToNetwork."""
+        priority = self._gw_priority(cmd.gw_priority)
         container = self._container(cmd.container)
         if container.status != "running":
             # A stopped container: only its configuration changes, even for an unknown network (moby #29754);
-            # a network it is on already is silently ignored.
+            # a network it is on already is silently ignored. moby 27+ validates the endpoint settings against
+            # a network that exists (v27.5.1 daemon/container_operations.go:1071-1075 updateNetworkConfig).
+            known = self.networks.get(cmd.network)
+            refusal = self._ip_outside_subnets(known, cmd.ip) if known is not None else None
+            if refusal:
+                raise DockerError(refusal)
             if all(n["name"] != cmd.network for n in container.config.setdefault("networks", [])):
                 container.config["networks"].append({"name": cmd.network, "ip": cmd.ip, "ip6": cmd.ip6,
-                                                     "aliases": cmd.aliases})
+                                                     "aliases": cmd.aliases, "gw_priority": priority})
             return ()
         if container.net_mode == "host" or container.net_mode.startswith("container:"):
             raise DockerError("container sharing network namespace with another container or host cannot be "
@@ -367,18 +417,24 @@ class ContainersMixin:
             raise DockerError("container cannot be connected to multiple networks with one of the networks in "
                               "private (none) mode")
         if cmd.network == "host":
+            if self.profile.host_network_texts == "split":
+                raise DockerError("cannot connect container to host network - container must be created in host "
+                                  "network mode")
             raise DockerError("container cannot be disconnected from host network or connected to host network")
         net = self._network(cmd.network)
         if container.endpoint(net.name) is not None:
             raise DockerError(f"endpoint with name {container.name} already exists in network {net.name}")
+        refusal = self._ip_outside_subnets(net, cmd.ip)
+        if refusal:
+            raise DockerError(refusal)
         ops: list[Op] = []
         if net.ipv6 and not container.ipv6:
             container.ipv6 = True
             ops += [SetSysctl(container.name, "net.ipv6.conf.all.disable_ipv6", "0"),
                     SetSysctl(container.name, "net.ipv6.conf.default.disable_ipv6", "0")]
-        ops += self._attach(container, net, cmd.ip, cmd.ip6, aliases=cmd.aliases)
+        ops += self._attach(container, net, cmd.ip, cmd.ip6, aliases=cmd.aliases, gw_priority=priority)
         container.config.setdefault("networks", []).append(
-            {"name": net.name, "ip": cmd.ip, "ip6": cmd.ip6, "aliases": cmd.aliases})
+            {"name": net.name, "ip": cmd.ip, "ip6": cmd.ip6, "aliases": cmd.aliases, "gw_priority": priority})
         return tuple(ops)
 
     def _disconnect(self, cmd: NetworkDisconnect) -> tuple[Op, ...]:
@@ -390,20 +446,23 @@ class ContainersMixin:
             container.config["networks"] = [n for n in configs if n["name"] != cmd.network]
             return ()
         if cmd.network == "host" and container.net_mode == "host":
+            if self.profile.host_network_texts == "split":
+                raise DockerError("cannot disconnect container from host network - container was created in host "
+                                  "network mode")
             raise DockerError("container cannot be disconnected from host network or connected to host network")
         net = self._network(cmd.network)
         ep = container.endpoint(net.name)
         if ep is None:
             raise DockerError(f"container {container.id} is not connected to network {net.name}")
-        was_gateway = container.gateway_endpoint() is ep
+        before4, before6 = container.gateway_endpoints()
         self._release_endpoint(ep)
         container.endpoints.remove(ep)
         container.config["networks"] = [n for n in configs if n["name"] != net.name]
         ops: list[Op] = [DeleteLink(container.name, ep.ifname)]
-        successor = container.gateway_endpoint()
-        if was_gateway and successor is not None:
-            # The default route went with the link; the next endpoint in sandbox order provides it.
-            ops += default_routes(container.name, successor, self.networks[successor.network].ipv6, replace=True)
+        after4, after6 = container.gateway_endpoints()
+        # A default route that went with the link, or whose endpoint changed: the next in sandbox order gives it.
+        ops += gateway_routes(container.name, after4 if after4 is not before4 else None,
+                              after6 if after6 is not before6 else None, replace4=True, replace6=True)
         return tuple(ops)
 
     def _remove(self, cmd: ContainerRemove) -> tuple[tuple[Op, ...], list[str]]:
@@ -425,6 +484,7 @@ class ContainersMixin:
                 continue
             ops += self._stop(container, manual=True)
             self.stopped.pop(container.name, None)
+            self.printed.append(name)
         return tuple(ops), errors
 
     def _release_container(self, container: ContainerState) -> None:

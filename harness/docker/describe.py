@@ -5,11 +5,32 @@ from __future__ import annotations
 import ipaddress
 
 from harness.docker.base import DockerState
+from harness.docker.fleet import Fleet, as_fleet
 from harness.docker.state import ContainerState, Endpoint
 
 
-def describe(emulator: DockerState, steps) -> dict:
-    """What Docker would have created, as `harness plan --json` prints it."""
+def describe(emulator: DockerState | Fleet, steps) -> dict:
+    """What Docker would have created, as `harness plan --json` prints it; with several hosts, every
+    network, container and host link says which host (`host`) it belongs to."""
+    fleet = as_fleet(emulator)
+    networks, containers, links = [], [], []
+    for host, state in fleet.hosts.items():
+        tag = {"host": host} if fleet.multi_host else {}
+        networks += [{**tag, **n} for n in _networks(state)]
+        containers += [{**tag, **c} for c in _containers(state)]
+        links += [{**tag, "name": link.name, "kind": link.kind, "parent": link.parent, "vlan_id": link.vlan_id,
+                   "created_by": "driver" if link.owner not in ("topology", "user") else link.owner}
+                  for link in state.host_links.values()]
+    errors = [{"command": s.step.index, "text": s.step.text, "error": s.error} for s in steps if s.error]
+    outputs = getattr(emulator, "outputs", {})
+    notes = list(dict.fromkeys(getattr(emulator, "notes", [])))
+    return {"networks": networks, "containers": containers, "errors": errors,
+            **({"outputs": {str(k): v for k, v in outputs.items()}} if outputs else {}),
+            **({"notes": notes} if notes else {}),
+            "host_links": links}
+
+
+def _networks(emulator: DockerState) -> list[dict]:
     networks = []
     for net in emulator.networks.values():
         networks.append({
@@ -29,6 +50,10 @@ def describe(emulator: DockerState, steps) -> dict:
                 for p in net.pools
             ],
         })
+    return networks
+
+
+def _containers(emulator: DockerState) -> list[dict]:
     containers = []
     for c in emulator.history.values():
         containers.append({
@@ -44,24 +69,17 @@ def describe(emulator: DockerState, steps) -> dict:
                 for ep in c.endpoints
             ],
         })
-    errors = [{"command": s.step.index, "text": s.step.text, "error": s.error} for s in steps if s.error]
-    outputs = getattr(emulator, "outputs", {})
-    notes = list(dict.fromkeys(getattr(emulator, "notes", [])))
-    return {"networks": networks, "containers": containers, "errors": errors,
-            **({"outputs": {str(k): v for k, v in outputs.items()}} if outputs else {}),
-            **({"notes": notes} if notes else {}),
-            "host_links": [{"name": link.name, "kind": link.kind, "parent": link.parent, "vlan_id": link.vlan_id,
-                            "created_by": "driver" if link.owner not in ("topology", "user") else link.owner}
-                           for link in emulator.host_links.values()]}
+    return containers
 
 
 def _routes_of(container: ContainerState, ep: Endpoint) -> list[str]:
     routes = [f"{ipaddress.ip_interface(c).network} dev {ep.ifname}" for c in ep.cidrs()]
-    if container.gateway_endpoint() is ep:
+    ep4, ep6 = container.gateway_endpoints()
+    if ep4 is ep:
         if ep.connected_default:
             routes.insert(0, f"default dev {ep.ifname}")
         if ep.gateway4:
             routes.insert(0, f"default via {ep.gateway4} dev {ep.ifname}")
-        if ep.gateway6:
-            routes.append(f"default via {ep.gateway6} dev {ep.ifname}")
+    if ep6 is ep and ep.gateway6:
+        routes.append(f"default via {ep.gateway6} dev {ep.ifname}")
     return routes

@@ -19,9 +19,9 @@ import ipaddress
 import random
 
 from harness.docker import ipam
+from harness.docker.choices import ChoicePoint, pin
 from harness.docker.common import (  # noqa: F401  (re-exported: harness.loader imports DRIVERS from here)
     DRIVERS,
-    HOST,
     IPVLAN_FLAGS,
     IPVLAN_MODES,
     IPVLAN_MODES_20,
@@ -42,6 +42,7 @@ from harness.model import (
     ContainerRun,
     ContainerStop,
     DaemonRestart,
+    DockerHost,
     HostAddressAdd,
     HostLinkAdd,
     HostLinkDelete,
@@ -71,12 +72,17 @@ from harness.plan import (
 class DockerEmulator(NetworksMixin, ContainersMixin):
     """A Docker daemon's view of one host, reduced to what the macvlan and ipvlan drivers do."""
 
-    def __init__(self, scenario: Scenario, profile: str | Profile = DEFAULT_PROFILE):
+    def __init__(self, scenario: Scenario, profile: str | Profile = DEFAULT_PROFILE, host: DockerHost | None = None):
         self.scenario = scenario
         self.profile = profile if isinstance(profile, Profile) else get_profile(profile)
-        self.host_links: dict[str, HostLink] = {scenario.topology.host_parent: HostLink(scenario.topology.host_parent, "veth")}
-        for nic, _ in scenario.topology.host_nics:
-            self.host_links[nic] = HostLink(nic, "veth")
+        # The Docker host this daemon runs on (the first, or the only one): its node and NICs.
+        self.host = host if host is not None else scenario.topology.hosts[0]
+        self.node = self.host.name
+        # What ids, MACs drawn at random and ULA prefixes derive from: the scenario for the first host (as
+        # ever), the scenario and the host for the others, so two daemons never make the same ids.
+        first = scenario.topology.hosts[0].name
+        self.seed = scenario.name if self.host.name == first else f"{scenario.name}@{self.host.name}"
+        self.host_links: dict[str, HostLink] = {nic.name: HostLink(nic.name, "veth") for nic in self.host.nics}
         self.networks: dict[str, NetworkState] = {}
         self.containers: dict[str, ContainerState] = {}
         self.stopped: dict[str, ContainerState] = {}  # exited, not removed: they keep their names
@@ -87,19 +93,28 @@ class DockerEmulator(NetworksMixin, ContainersMixin):
         self.shared: dict[str, ContainerState] = {}  # --net=host / container:X: no namespace of their own
         self.outputs: dict[int, str] = {}  # step index -> what the command prints (network inspect, ls)
         self.notes: list[str] = []  # where Docker's own choice is not deterministic
+        self.choice_points: dict[str, ChoicePoint] = {}  # the random choices met, by key
+        self.printed: list[str] = []  # the names the current command prints (network rm, rm, stop, ...)
         self.counter = 0
         self.clock = 0  # seconds after 2026-01-01T00:00:00Z: network Created times
-        self.rng = random.Random(scenario.name)
+        self.rng = random.Random(self.seed)
 
     # -- transactions -------------------------------------------------------------------------------
 
     def snapshot(self) -> dict:
-        return copy.deepcopy({k: v for k, v in self.__dict__.items() if k not in ("scenario", "profile")})
+        return copy.deepcopy({k: v for k, v in self.__dict__.items() if k not in ("scenario", "profile", "host")})
 
     def restore(self, snap: dict) -> None:
-        notes = self.notes  # what the plan says about Docker's nondeterminism survives a refused command
+        # What the plan says about Docker's nondeterminism survives a refused command.
+        notes, points = self.notes, self.choice_points
         self.__dict__.update(copy.deepcopy(snap))
-        self.notes = notes
+        self.notes, self.choice_points = notes, points
+
+    def choose(self, key: str, items: list, labels: list[str], note: str) -> list:
+        """One of Docker's random choices: recorded, and taken in command-line order unless pinned."""
+        self.choice_points.setdefault(key, ChoicePoint(key, tuple(labels), note))
+        self.notes.append(note)
+        return pin(self.scenario, key, items, labels)
 
     # -- entry point ----------------------------------------------------------------------------------
 
@@ -113,6 +128,22 @@ class DockerEmulator(NetworksMixin, ContainersMixin):
             return CompiledStep(step=step, error=exc.message)
 
     def _dispatch(self, step: Step) -> CompiledStep:
+        """One command; what the CLI prints on success goes to `outputs` (docker/cli v20.10.24 and v29.0.0:
+        network create prints the new network's full id (network/create.go:122, :128), `run -d` the
+        container's full id (container/run.go:148, :166), network rm, rm, stop, start and restart each name
+        they acted on, as given (network/remove.go:46, container/rm.go:72, stop.go:61, start.go:192))."""
+        cmd = step.command
+        self.printed = []
+        compiled = self._dispatch_command(step)
+        if compiled.error is None and isinstance(cmd, NetworkCreate):
+            self.outputs[step.index] = self.networks[cmd.name].id
+        elif compiled.error is None and isinstance(cmd, ContainerRun) and cmd.detach:
+            self.outputs[step.index] = self.history[cmd.name].id
+        elif self.printed:
+            self.outputs[step.index] = "\n".join(self.printed)
+        return compiled
+
+    def _dispatch_command(self, step: Step) -> CompiledStep:
         cmd = step.command
         if isinstance(cmd, Refused):  # refused before anything happens (a name Docker or iproute2 refuses)
             raise DockerError(cmd.message)
@@ -135,18 +166,18 @@ class DockerEmulator(NetworksMixin, ContainersMixin):
             return CompiledStep(step, ops=self._host_link_add(cmd))
         if isinstance(cmd, HostLinkUp):
             self._host_link(cmd.name)
-            return CompiledStep(step, ops=(SetLink(HOST, cmd.name, up=True),))
+            return CompiledStep(step, ops=(SetLink(self.node, cmd.name, up=True),))
         if isinstance(cmd, HostLinkDelete):
             self._host_link(cmd.name)
             del self.host_links[cmd.name]
-            return CompiledStep(step, ops=(DeleteLink(HOST, cmd.name),))
+            return CompiledStep(step, ops=(DeleteLink(self.node, cmd.name),))
         if isinstance(cmd, HostAddressAdd):
             self._host_link(cmd.dev)
-            return CompiledStep(step, ops=(AddAddress(HOST, cmd.dev, cmd.address, nodad=True),))
+            return CompiledStep(step, ops=(AddAddress(self.node, cmd.dev, cmd.address, nodad=True),))
         if isinstance(cmd, HostRouteAdd):
             self._host_link(cmd.dev)
             family = 6 if ":" in cmd.dst else 4
-            return CompiledStep(step, ops=(AddRoute(HOST, cmd.dst, cmd.dev, gateway=cmd.via, family=family),))
+            return CompiledStep(step, ops=(AddRoute(self.node, cmd.dst, cmd.dev, gateway=cmd.via, family=family),))
         if isinstance(cmd, ContainerStop):
             ops, errors = self._stop_start(cmd)
             return CompiledStep(step, ops=ops, error="\n".join(errors) or None)
@@ -176,12 +207,12 @@ class DockerEmulator(NetworksMixin, ContainersMixin):
         if cmd.kind == "macvlan":
             # The host-side macvlan shim of the documentation's workaround (the host reaches its containers).
             self.host_links[cmd.name] = HostLink(cmd.name, "macvlan", parent=cmd.parent, owner="user")
-            return (AddLink(HOST, cmd.name, "macvlan", parent=cmd.parent, mode=cmd.mode,
+            return (AddLink(self.node, cmd.name, "macvlan", parent=cmd.parent, mode=cmd.mode,
                             error_format="RTNETLINK answers: {strerror}"),)
         if not 0 <= cmd.vlan_id <= 4095:
             raise DockerError(f'vlan id "{cmd.vlan_id}" is invalid')
         self.host_links[cmd.name] = HostLink(cmd.name, "vlan", parent=cmd.parent, vlan_id=cmd.vlan_id, owner="user")
-        return (AddLink(HOST, cmd.name, "vlan", parent=cmd.parent, vlan_id=cmd.vlan_id,
+        return (AddLink(self.node, cmd.name, "vlan", parent=cmd.parent, vlan_id=cmd.vlan_id,
                         error_format="RTNETLINK answers: {strerror}"),)
 
     # -- views ----------------------------------------------------------------------------------------

@@ -11,8 +11,8 @@ import ipaddress
 import json
 
 from harness.docker import ipam
+from harness.docker.choices import subnet_choice_key
 from harness.docker.common import (
-    HOST,
     IPVLAN_FLAGS,
     IPVLAN_MODES,
     IPVLAN_MODES_20,
@@ -54,7 +54,7 @@ class NetworksMixin:
             if wrong:
                 raise DockerError("invalid network config:\n" + "\n".join(wrong if len(wrong) == 1 else [f"* {w}" for w in wrong]))
         self.counter += 1
-        net_id = _hex_id(self.scenario.name, cmd.name, str(self.counter))
+        net_id = _hex_id(self.seed, cmd.name, str(self.counter))
         parent_given = cmd.option("parent") or ""
         # The driver's own internal flag: --internal, or (moby 28+) no parent at all.
         internal = cmd.internal or (not parent_given and self.profile.no_parent_internal)
@@ -71,19 +71,17 @@ class NetworksMixin:
                 raise DockerError(ipam.NO_V6_POOL)
             v6 = [ipam.IPAMConfig(subnet=self.address_space.default_v6(self._ula_base()))]
         if not v4:
-            exclude = () if self.profile.pool_allocation == "rotate" else self.scenario.topology.host_addresses
+            exclude = () if self.profile.pool_allocation == "rotate" else self.host.addresses
             v4 = [ipam.IPAMConfig(subnet=self.address_space.default_v4(
                 rotate=self.profile.pool_allocation == "rotate",
                 exclude=tuple(a.network for a in exclude)))]
+        # Every CLI version so far (docker/cli v20.10.24 to v29.7.2, consolidateIpam) sends the subnets in Go
+        # map order: each family's order is one of Docker's random choices.
+        v4, v6 = (self._subnet_order(cmd.name, kind, configs) if len(configs) > 1 else configs
+                  for kind, configs in (("IPv4", v4), ("IPv6", v6)))
         skip_gateway = self._skip_gateway(cmd, internal)
         pools4 = [self._make_pool(c, skip_gateway) for c in v4]
         pools6 = [self._make_pool(c, skip_gateway) for c in v6]
-        for kind, version in (("IPv4", 4), ("IPv6", 6)):
-            if len([c for c in configs if c.subnet.version == version]) > 1:
-                self.notes.append(
-                    f"network {cmd.name}: Docker's CLI sends its {kind} subnets in Go map order (random; docker/cli "
-                    "v20.10.24 cli/command/network/create.go:222-226), so which subnet a container's dynamic "
-                    "address comes from is not deterministic; the harness takes the command-line order")
 
         # The driver's checks come after IPAM in 20.10 (libnetwork controller.go NewNetwork).
         if mode is None:
@@ -103,14 +101,14 @@ class NetworksMixin:
             created = True
             if not parent_given:
                 # A dummy link failure is the bare netlink error (macvlan_setup.go:162-171).
-                ops += [AddLink(HOST, parent, "dummy", error_format="{error}"), SetLink(HOST, parent, up=True)]
+                ops += [AddLink(self.node, parent, "dummy", error_format="{error}"), SetLink(self.node, parent, up=True)]
                 self.host_links[parent] = HostLink(parent, "dummy", owner=net_id)
             else:
                 lower, vid = self._parse_vlan_parent(parent)
                 ops += [
-                    AddLink(HOST, parent, "vlan", parent=lower, vlan_id=vid,
+                    AddLink(self.node, parent, "vlan", parent=lower, vlan_id=vid,
                             error_format="failed to create {name} vlan link: {error}"),
-                    SetLink(HOST, parent, up=True),
+                    SetLink(self.node, parent, up=True),
                 ]
                 self.host_links[parent] = HostLink(parent, "vlan", parent=lower, vlan_id=vid, owner=net_id)
         else:
@@ -143,8 +141,16 @@ class NetworksMixin:
     def _ula_base(self) -> ipaddress.IPv6Network:
         """moby 27+'s ULA /48 for --ipv6 without a subnet: fd + 40 bits of sha256(host id). The engine's
         host ID is not known here: the scenario name stands in for it, so the prefix is the harness's own."""
-        gid = int(hashlib.sha256(self.scenario.name.encode()).hexdigest(), 16) & ((1 << 40) - 1)
+        gid = int(hashlib.sha256(self.seed.encode()).hexdigest(), 16) & ((1 << 40) - 1)
         return ipaddress.IPv6Network(((0xFD << 120) | (gid << 80), 48))
+
+    def _subnet_order(self, network: str, kind: str, configs: list) -> list:
+        key = subnet_choice_key(network, kind)
+        note = (f"network {network}: Docker's CLI sends its {kind} subnets in Go map order (random; docker/cli "
+                "v20.10.24 cli/command/network/create.go:222-226, unchanged in v29.7.2), so which subnet a container's dynamic "
+                "address comes from is not deterministic; the emulation takes the command-line order unless "
+                f"`docker_choices: {{{key}: [...]}}` pins another")
+        return self.choose(key, configs, [str(c.subnet) for c in configs], note)
 
     def _skip_gateway(self, cmd: NetworkCreate, internal: bool) -> bool:
         policy = self.profile.default_gateway
@@ -262,19 +268,20 @@ class NetworksMixin:
                 link.owner = next(n.id for n in self.networks.values() if n is not net and n.parent == net.parent)
             elif net.created_parent and link is not None and not still_used:
                 # Only the links the driver created are deleted; a parent made by hand survives.
-                ops.append(DeleteLink(HOST, net.parent))
+                ops.append(DeleteLink(self.node, net.parent))
                 del self.host_links[net.parent]
             for pool in net.pools:
                 self.address_space.release(pool.subnet, pool.ip_range)
             del self.networks[net.name]
+            self.printed.append(name)  # docker/cli network/remove.go: each removed name, as given
         return tuple(ops), errors
 
     # -- what Docker prints ---------------------------------------------------------------------------
 
     def _inspect(self, cmd: NetworkInspect) -> tuple[str, list[str]]:
-        """`docker network inspect`: types.NetworkResource as the 20.10 daemon builds it (moby v20.10.24
-        api/types/types.go:430-457, daemon/network.go:586-733), a JSON array indented by 4 (docker/cli
-        v20.10.24 cli/command/inspect/inspector.go:164-185)."""
+        """`docker network inspect`: the network as the profile's daemon builds it (`network_resource`: 20.10,
+        28 or 29 shape), a JSON array indented by 4 (docker/cli v20.10.24 and v29.0.0
+        cli/command/inspect/inspector.go)."""
         found, errors = [], []
         for name in cmd.networks:
             try:
@@ -282,7 +289,7 @@ class NetworksMixin:
             except DockerError as exc:
                 errors.append(f"Error: No such network: {name}" if self.profile.client_wraps_not_found else exc.message)
                 continue
-            found.append(network_resource(net, self._container_by_endpoint))
+            found.append(network_resource(net, self._container_by_endpoint, self.profile.inspect_shape))
         if errors and not found:
             return "[]", errors
         return json.dumps(found, indent=4), errors

@@ -121,6 +121,38 @@ KNOBS: tuple[Knob, ...] = (
          "not dated here)",
          ((V20, "20.10"), ((29, 0), "29")),
          "moby v20.10.24 daemon/delete.go:80-89; docker-v29.7.2 daemon/delete.go:55-57,95"),
+    Knob("gw_priority", "endpoint gateway priority: `docker network connect --gw-priority N` and `--network "
+         "name=X,gw-priority=N` (before: `unknown flag: --gw-priority`, `invalid field key gw-priority`)",
+         ((V20, False), ((28, 0), True)),
+         "docker/cli commit d4db289eb5 (v28.0.0) cli/command/network/connect.go:62, opts/network.go:101-105; "
+         "moby v28.0.0 daemon/network.go:1117 JoinOptionPriority, libnetwork/sandbox.go:651-700 Less"),
+    Knob("network_opt_keys", "the keys of `docker run --network name=X,KEY=V,...` (the CLI's NetworkOpt)",
+         ((V20, ("name", "alias", "ip", "ip6", "driver-opt")),
+          ((25, 0), ("name", "alias", "ip", "ip6", "mac-address", "link-local-ip", "driver-opt")),
+          ((28, 0), ("name", "alias", "ip", "ip6", "mac-address", "link-local-ip", "driver-opt", "gw-priority"))),
+         "docker/cli v20.10.24 opts/network.go:44-88; commit 9e1b42e642 (v25.0.0); v28.0.0 opts/network.go:58-106"),
+    Knob("gateway_endpoints", "which endpoints give the default routes: one (the first in sandbox order with an "
+         "IPv4 gateway gives IPv4 and IPv6) | per-family (the first with an IPv4 gateway gives IPv4, the first with "
+         "an IPv6 gateway IPv6; the first dual-stack one gives both)",
+         ((V20, "one"), ((28, 0), "per-family")),
+         "moby v27.5.1 libnetwork/default_gateway.go getGatewayEndpoint; v28.0.0 libnetwork/default_gateway.go:182-215 "
+         "selectGatewayEndpoint, libnetwork/sandbox_linux.go updateGateway"),
+    Knob("host_network_texts", "`network connect` to `host` / `disconnect` from it: joined (one text for both) | "
+         "split (a text each)",
+         ((V20, "joined"), ((28, 0, 2), "split")),
+         "moby v20.10.24 runconfig/errors.go:9; commit 90a83063ee (v28.0.2) runconfig/errors.go:8-11; "
+         "docker-v29.7.2 daemon/container_operations.go:178-179,1111-1112"),
+    Knob("restart_policy_texts", "the refusals of a malformed `--restart`: 20.10 | cli-23 (the CLI's texts start "
+         "`invalid restart policy format`) | 25 (the daemon's too: `invalid restart policy: ...`)",
+         ((V20, "20.10"), ((23, 0), "cli-23"), ((25, 0), "25")),
+         "docker/cli v20.10.24 opts/parse.go ParseRestartPolicy, moby v20.10.24 daemon/container.go:355-372; "
+         "docker/cli v23.0.0 opts/parse.go; moby v25.0.0 api/types/container/hostconfig.go ValidateRestartPolicy"),
+    Knob("inspect_shape", "`docker network inspect`'s JSON: 20.10 | 28 (EnableIPv4 after Driver) | 29 (also "
+         "IPAM.Config shows the allocated subnet and gateway, Containers after Labels, Status.IPAM.Subnets)",
+         ((V20, "20.10"), ((28, 0), "28"), ((29, 0), "29")),
+         "moby v20.10.24 api/types/types.go:430-457; v28.0.0 api/types/network/network.go:74-93; docker-v29.7.2 "
+         "api/types/network/network.go, inspect.go, daemon/network.go:686-870, "
+         "daemon/server/router/network/network_routes.go:149 (Status from API 1.52)"),
     Knob("reserved_pools", "pools the daemon holds before any user network (docker0)",
          ((V20, ("172.17.0.0/16",)),),
          "moby v20.10.24 libnetwork/ipamutils/utils.go; docker0 requests 172.17.0.0/16 as a preferred pool"),

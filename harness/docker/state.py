@@ -35,9 +35,17 @@ class Endpoint:
     aliases: tuple[str, ...] = ()
     static_ip: str | None = None  # --ip given at run/connect: kept across restarts
     static_ip6: str | None = None
+    gw_priority: int = 0  # moby 28+: --gw-priority / gw-priority=N; the highest gives the default route
 
     def cidrs(self) -> list[str]:
         return [f"{ip}/{plen}" for ip, plen in self.addresses]
+
+    def has_default(self) -> tuple[bool, bool]:
+        """(IPv4, IPv6): a gateway or a static default route in that family (moby v28.0.0
+        libnetwork/endpoint_info.go:409-437 hasGatewayOrDefaultRoute; ipvlan l3 adds connected defaults)."""
+        v6_addr = any(ip.version == 6 for ip, _ in self.addresses)
+        return (bool(self.gateway4 or self.connected_default),
+                bool(self.gateway6 or (self.connected_default and v6_addr)))
 
 
 @dataclass
@@ -79,26 +87,50 @@ class ContainerState:
     net_mode: str = ""  # "" (networks), "none", "host" or "container:NAME"
     config: dict = field(default_factory=dict)  # what `docker run` asked: networks, ip, mac, hostname, restart
     gateway_score: str = "gw4-1-gw6-2"  # the profile's endpoint ordering (harness.docker.profiles)
+    gateway_select: str = "one"  # the profile's `gateway_endpoints`: one | per-family
 
     def endpoint(self, network: str) -> Endpoint | None:
         return next((e for e in self.endpoints if e.network == network), None)
 
     def ordered_endpoints(self) -> list[Endpoint]:
-        """libnetwork's sandbox order (moby v20.10.24 libnetwork/sandbox.go:1202-1265 `Less`; docker-v29.7.2
-        daemon/libnetwork/sandbox.go:618-672): non-internal first, then the higher gateway score (20.10:
-        +1 for an IPv4 gateway, +2 for an IPv6 one; 28+: the count of families with a gateway), then the
-        network name (byte order). Priority is 0 for every endpoint the harness creates."""
+        """libnetwork's sandbox order (moby v20.10.24 libnetwork/sandbox.go:1202-1265 `Less`; v28.0.0
+        libnetwork/sandbox.go:651-700; docker-v29.7.2 daemon/libnetwork/sandbox.go:618-672): the higher
+        gateway priority first (moby 28+ sets it from `--gw-priority`; 0 otherwise), then non-internal, then
+        the higher gateway score (20.10: +1 for an IPv4 gateway, +2 for an IPv6 one; 28+: the count of
+        families with a gateway or default route), then the network name (byte order)."""
         def score(e: Endpoint) -> int:
-            has4, has6 = bool(e.gateway4 or e.connected_default), bool(e.gateway6)
             if self.gateway_score == "count":
+                has4, has6 = e.has_default()
                 return int(has4) + int(has6)
             return (1 if e.gateway4 else 0) + (2 if e.gateway6 else 0)
-        return sorted(self.endpoints, key=lambda e: (e.internal, -score(e), e.network.encode()))
+        return sorted(self.endpoints, key=lambda e: (-e.gw_priority, e.internal, -score(e), e.network.encode()))
+
+    def gateway_endpoints(self) -> tuple[Endpoint | None, Endpoint | None]:
+        """(the endpoint giving the IPv4 default route, the one giving the IPv6 default route).
+
+        `one` (20.10 to 27): the first endpoint in sandbox order with an IPv4 gateway gives both (libnetwork
+        default_gateway.go getGatewayEndpoint), else one with a static default route (ipvlan l3), else one with
+        an IPv6 gateway. `per-family` (moby v28.0.0 libnetwork/default_gateway.go:182-215 selectGatewayEndpoint):
+        in sandbox order the first dual-stack endpoint gives both, even after single-stack ones; otherwise the
+        first with IPv4 gives IPv4 and the first with IPv6 gives IPv6."""
+        ordered = self.ordered_endpoints()
+        if self.gateway_select == "per-family":
+            ep4 = ep6 = None
+            for e in ordered:
+                has4, has6 = e.has_default()
+                if has4 and has6:
+                    return e, e
+                if has4 and ep4 is None:
+                    ep4 = e
+                if has6 and ep6 is None:
+                    ep6 = e
+            return ep4, ep6
+        one = (next((e for e in ordered if e.gateway4), None)
+               or next((e for e in ordered if e.connected_default), None)
+               or next((e for e in ordered if e.gateway6), None))
+        return one, one
 
     def gateway_endpoint(self) -> Endpoint | None:
-        """The endpoint giving the default route: the first in sandbox order with an IPv4 gateway
-        (libnetwork default_gateway.go getGatewayEndpoint), else one with a static default route (ipvlan l3)."""
-        ordered = self.ordered_endpoints()
-        return (next((e for e in ordered if e.gateway4), None)
-                or next((e for e in ordered if e.connected_default), None)
-                or next((e for e in ordered if e.gateway6), None))
+        """The endpoint giving the IPv4 default route (else the IPv6 one)."""
+        ep4, ep6 = self.gateway_endpoints()
+        return ep4 or ep6

@@ -211,7 +211,7 @@ def test_run_on_the_dry_run_backend_renders_and_skips(tmp_path, capsys):
 
 
 def test_run_with_k_selects_by_keyword(capsys):
-    code, out, err = run(capsys, "run", "--backend", "dry-run", "-q", "-k", "vlan50", str(SCENARIOS))
+    code, out, err = run(capsys, "run", "--backend", "dry-run", "-q", "-k", "vlan50 and not multihost", str(SCENARIOS))
     assert code == 0
     assert "macvlan-vlan50" in out and "macvlan-vlan60" not in out
     assert "0 passed, 0 failed, 1 skipped, 0 errors" in out
@@ -427,3 +427,18 @@ def test_only_the_event_loop_finalizer_noise_is_kept_quiet_at_exit(monkeypatch):
     other = types.SimpleNamespace(exc_value=ValueError("something else"), object=print)
     _unraisable(other)
     assert seen == [other]
+
+
+def test_clean_removes_a_dead_runs_docker_daemon_directory_and_keeps_nothing_else(tmp_path, monkeypatch, capsys):
+    # A daemon directory whose run is gone (no owner record for its prefix): what a killed real-engine run
+    # leaves. Another directory that only looks similar is not the harness's and stays.
+    monkeypatch.setenv("HARNESS_DOCKER_DIR", str(tmp_path))
+    stale = tmp_path / "hxdead00-docker"
+    (stale / "data").mkdir(parents=True)
+    (stale / "data" / "leftover").write_text("x")
+    foreign = tmp_path / "someone-docker"
+    foreign.mkdir()
+    code, out, _ = run(capsys, "clean")
+    assert code == 0
+    assert f"removed 1 leftover Docker daemon directories: {stale}" in " ".join(out.split())
+    assert not stale.exists() and foreign.exists()

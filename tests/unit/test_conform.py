@@ -416,19 +416,15 @@ def _other_subnet_first(facts: list[dict]) -> list[dict]:
     return out
 
 
-def test_the_shipped_file_explains_the_20_10_clis_random_subnet_order_and_nothing_more():
+def test_the_shipped_file_hides_no_random_subnet_order_conform_pins_it_instead():
+    # `harness conform` runs the emulation pinned to the order the engine took (test_choices.py), so the
+    # divergences file has no entry for it, and an unpinned comparison shows every fact the order changes.
     emulated = emulate("macvlan-mcv0-dual-stack.yaml")
     real = replace(emulated, backend="docker", facts=_other_subnet_first(emulated.facts))
     divergences = load_divergences()
     c = compare(emulated, real, divergences)
-    assert c.status == EXPLAINED, [(r.kind, r.node, r.interface, r.status) for r in c.unexplained]
-    assert {r.kind for r in c.explained} == {"address", "mac", "gateway", "route", "reach"}
-    # Not for another engine version, and not when a verdict changes as well.
-    later = replace(real, facts=[{**f, "value": "29.0.1"} if f["kind"] == "version" else f for f in real.facts])
-    assert compare(emulated, later, divergences).status == DIFFERENT
-    broken = replace(real, facts=[{**f, "value": "isolated"} if (f["kind"], f["node"]) == ("reach", "c1")
-                                  and "fd11::" in f["interface"] else f for f in real.facts])
-    assert compare(emulated, broken, divergences).status == DIFFERENT
+    assert c.status == DIFFERENT and not c.explained
+    assert {r.kind for r in c.unexplained} >= {"address", "mac", "gateway", "route", "reach"}
     # And the documented order conforms outright.
     same = replace(emulated, backend="docker", facts=[{**f, "value": "20.10.24+dfsg1"} if f["kind"] == "version"
                                                       else f for f in emulated.facts])

@@ -246,7 +246,8 @@ def test_the_host_shim_commands_are_understood_verbatim():
 @pytest.mark.parametrize("text, words", [
     ("docker run --net=n -p 80:80 -itd alpine /bin/sh", "`docker run` flag -p (--publish) is not emulated"),
     ("docker run --net=n --dns 1.1.1.1 -itd alpine /bin/sh", "`docker run` flag --dns is not emulated"),
-    ("docker run --net=n --restart=on-failure -itd alpine /bin/sh", "`docker run` flag --restart=on-failure is not emulated"),
+    ("docker run --network name=n,driver-opt=a=b -itd alpine /bin/sh",
+     "`docker run` flag --network ...,driver-opt= is not emulated"),
     ("docker network connect --link a:b n c", "`docker network connect` flag --link is not emulated"),
     ("docker network create --ipam-opt x=y n", "`docker network create` flag --ipam-opt is not emulated"),
     ("docker network inspect -f '{{.Id}}' n", "`docker network inspect` flag -f (--format) is not emulated"),
