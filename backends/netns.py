@@ -34,6 +34,7 @@ import platform
 import re
 import shutil
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -74,6 +75,7 @@ from harness.plan import (
     DeleteNode,
     MoveLink,
     Op,
+    SetHostname,
     SetLink,
     SetSysctl,
 )
@@ -209,6 +211,7 @@ class NetnsSession:
     handles: dict[str, IPRoute] = field(default_factory=dict)
     closing: bool = False  # set when the whole session unwinds: removing a namespace removes its links
     serial: int = 0  # stand-in names for long node names: never reused within a session
+    keepers: dict[str, tuple] = field(default_factory=dict)  # node -> (keeper of its UTS namespace, its stack)
 
     # -- names ------------------------------------------------------------------------------------
 
@@ -283,6 +286,8 @@ class NetnsSession:
             self._ipr(op.node).route("replace" if op.replace else "add", **spec)
         elif isinstance(op, SetSysctl):
             _in_namespace(self.physical_name(op.node), lambda: _write_sysctl(op.key, op.value))
+        elif isinstance(op, SetHostname):
+            self._set_hostname(op)
         else:
             raise TypeError(f"the netns backend cannot apply {op!r}")
 
@@ -330,6 +335,35 @@ class NetnsSession:
         if lo:
             ipr.link("set", index=lo[0], state="up")
 
+    def _set_hostname(self, op: SetHostname) -> None:
+        """The node's own UTS namespace, named as Docker names the container: a network namespace has no
+        hostname, so a keeper process (in the node's network namespace, sleeping) unshares one and sets
+        the name before it execs; the node's commands enter it by /proc/<keeper>/ns/uts. The keeper ends
+        with its node (`_delete_node`) or with the session (its spawn is on the stack)."""
+        if op.node in self.keepers:
+            raise KernelError(op, errno.EEXIST, f"node {op.node} has a hostname already", op.node)
+        # A stack of its own: a container stopped mid-scenario ends its keeper at once (never later,
+        # when the keeper's PID may be another process's); the session's stack closes it otherwise.
+        own = ExitStack()
+        self.stack.callback(own.close)
+        keeper = own.enter_context(proc.spawn(
+            [sys.executable, "-I", "-S", "-c", KEEPER_MARK], node=op.node,
+            netns=os.path.join(NETNS_DIR, self.physical_name(op.node)), die_with_parent=True, gentle=False,
+            hostname=op.hostname))
+        self.keepers[op.node] = (keeper, own)
+        # Ready once it has exec'd: the unshare and the name came before the exec.
+        deadline = time.monotonic() + 10
+        while not _execd(keeper.pid, KEEPER_MARK):
+            if keeper.poll() is not None:
+                raise HarnessError(f"the UTS keeper of {op.node} exited: {' '.join(keeper.output())}")
+            if time.monotonic() > deadline:
+                raise HarnessError(f"the UTS keeper of {op.node} did not start within 10 s")
+            time.sleep(0.01)
+
+    def uts(self, node: str) -> str | None:
+        held = self.keepers.get(node)
+        return f"/proc/{held[0].pid}/ns/uts" if held is not None else None
+
     def _close_handle(self, name: str) -> None:
         ipr = self.handles.pop(name, None)
         if ipr is not None:
@@ -351,6 +385,9 @@ class NetnsSession:
                     if exc.code not in (errno.ENODEV, errno.ENOENT):
                         raise
         self.nodes.pop(node, None)
+        held = self.keepers.pop(node, None)
+        if held is not None:
+            held[1].close()  # the keeper ends with its node
         self._close_handle(name)
         _remove_netns(name)  # its undo then finds nothing of its own there and does nothing
 
@@ -417,7 +454,7 @@ class NetnsSession:
         phys = self.physical_name(node)
         if argv and argv[0] == "ip":
             return proc.Job(["ip", "-n", phys, *argv[1:]], node=node)  # iproute2 enters it itself
-        return proc.Job(argv, node=node, netns=os.path.join(NETNS_DIR, phys))
+        return proc.Job(argv, node=node, netns=os.path.join(NETNS_DIR, phys), uts=self.uts(node))
 
     def netns_path(self, node: str) -> str:
         """The node's namespace file (the batch prober enters it to open that node's ICMP sockets)."""
@@ -442,6 +479,18 @@ class NetnsSession:
         job = self._job(node, argv)
         with proc.spawn(job.argv, node=node, netns=job.netns, gentle=True) as handle:
             yield handle
+
+
+# The keeper of a container's UTS namespace: it only sleeps (its namespace is the point).
+KEEPER_MARK = "import signal\nwhile True: signal.pause()  # hx UTS keeper"
+
+
+def _execd(pid: int, mark: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return mark.encode() in f.read()
+    except OSError:
+        return False
 
 
 def _remove_own_netns(name: str, made: dict) -> None:

@@ -2,7 +2,8 @@
 
 `Judge` turns `NodeView`s and `PingResult`s into `Check`s. Explicit expectations come from the
 scenario's `expect` (addresses, routes, MACs, links, reach, isolate, conflicts); derived ones from the
-`Oracle` (the reachability matrix and each container's link, MAC, addresses and default route). Address
+`Oracle` (the reachability matrix, each container's link, MAC, addresses, default route and hostname, and
+the interface and source address a node with several of them uses, `path_checks`). Address
 conflicts (several Docker hosts handing out one address on one segment) are judged on their own from
 the switch's ARP view (`conflict_checks`, `ScanResult`s); a probe that depends on one is reported with
 what it saw but without a verdict (`Check.judged` False). `error_matches`
@@ -18,7 +19,7 @@ import re
 from dataclasses import dataclass
 
 from harness.model import Probe, Scenario, one_of
-from harness.observe import LinkView, NodeView, PingJob, PingResult, RouteView, ScanResult
+from harness.observe import LinkView, NodeView, PingJob, PingResult, RouteView, ScanResult, parse_route_get
 from harness.oracle import Conflict, Oracle, segment_text
 from harness.results import Check
 
@@ -117,6 +118,7 @@ class Judge:
         self.scenario = scenario
         self.oracle = oracle
         self.views = views
+        self.hostnames: dict = {}  # node -> the CommandResult of reading its hostname (harness.observe)
         self.conflicts: list[Conflict] = oracle.conflicts()
 
     # -- probes ---------------------------------------------------------------------------------------
@@ -195,14 +197,23 @@ class Judge:
         return checks
 
     def _src_label(self, src: str, dst_ip: str) -> str:
+        """The source as the kernel will send: from the address its route to `dst_ip` picks."""
         try:
-            version = ipaddress.ip_address(dst_ip).version
+            dst = ipaddress.ip_address(dst_ip)
         except ValueError:
-            version = 4
-        for a in self.oracle.addresses():
-            if a.owner == src and a.ip.version == version:
-                return a.label
-        return src
+            dst = ipaddress.ip_address("0.0.0.0")
+        found = self.oracle.source_of(src, dst)
+        return found.label if found is not None else src
+
+    def path_checks(self, paths, results) -> list[Check]:
+        """Each path fact against the kernel's own routing decision (`ip -json route get` in the node)."""
+        checks = []
+        for fact, res in zip(paths, results):
+            observed = parse_route_get(res)
+            checks.append(Check("path", fact.node, fact.value, observed, observed == fact.value,
+                                evidence=f"`{res.command}` in {fact.node}: exit {res.exit_code}: "
+                                         f"{(res.stdout or res.stderr).strip()}", origin="model"))
+        return checks
 
     # -- state ----------------------------------------------------------------------------------------
 
@@ -251,6 +262,14 @@ class Judge:
             view = self.views.get(name)
             for fact in self.oracle.expected_state(container):
                 link = view.links.get(fact.interface) if view else None
+                if fact.kind == "hostname":
+                    res = self.hostnames.get(name)
+                    observed = (res.stdout.strip() or "empty") if res is not None and res.ok else \
+                        f"not read ({res.stderr.strip() if res is not None else 'not asked'})"
+                    checks.append(Check("hostname", name, fact.value, observed, observed == fact.value,
+                                        evidence=f"`{res.command}` in {name}'s UTS namespace: exit {res.exit_code}"
+                                        if res is not None else "", origin="model"))
+                    continue
                 if fact.kind == "link":
                     observed = "absent" if link is None else f"{link.kind} {link.mode}"
                     ok = observed == fact.value
@@ -300,7 +319,7 @@ class Judge:
             heard = view(c.ip, c.segment)
             want = expected.get(str(c.ip))
             observed = heard.describe() if heard is not None else "no ARP view (no monitor port on the switch)"
-            on_wire = heard is not None and heard.answers > 1
+            on_wire = heard is not None and self._holders(heard) > 1
             subject = f"address {c.ip} ({segment_text(c.segment)})"
             holders = ", ".join(a.holder for a in c.holders)
             if want is None:
@@ -324,15 +343,35 @@ class Judge:
             if heard.error:
                 checks.append(Check("conflict", f"address {ip} on {iface}", "an ARP view", heard.describe(), False,
                                     evidence=heard.evidence, origin="model"))
-            elif heard.answers > 1 and ip not in predicted:
+            elif self._holders(heard) > 1 and ip not in predicted:
                 checks.append(Check("conflict", f"address {ip} on {iface}", "one holder (Docker's state)",
                                     heard.describe(), False, evidence=heard.evidence, origin="model"))
-        if scan and not self.conflicts and all(not h.error and h.answers <= 1 for h in scan.values()):
+        if scan and not self.conflicts and all(not h.error and self._holders(h) <= 1 for h in scan.values()):
             checks.append(Check("conflict", "the wire", "no address conflict",
                                 f"{len(scan)} addresses, each answered by one node at most",
                                 True, evidence="; ".join(f"{ip}: {h.describe()}" for (_, ip), h in sorted(scan.items())),
                                 origin="model"))
         return checks
+
+    def _holders(self, heard: ScanResult) -> int:
+        """How many nodes answered one request (the most of any round). A Docker host answers ARP for all its
+        addresses on every interface that hears the request (arp_ignore 0: the weak host model), so its NIC
+        and its macvlan shim (`mac0`) on one segment are two answers from one holder: answers from MACs that
+        only one observed node has count once per node. A MAC that several nodes share (20.10 derives it
+        from the address) or no observed node has counts once per answer."""
+        owners: dict[str, set[str]] = {}
+        for node, view in self.views.items():
+            for link in view.links.values():
+                if link.mac:
+                    owners.setdefault(link.mac.lower(), set()).add(node)
+        most = 0
+        for macs in heard.rounds:
+            seen: set = set()
+            for i, mac in enumerate(macs):
+                nodes = owners.get(mac.lower(), set())
+                seen.add(next(iter(nodes)) if len(nodes) == 1 else (mac, i))
+            most = max(most, len(seen))
+        return most
 
     def _evidence(self, node: str, what: str) -> str:
         view = self.views.get(node)
@@ -363,9 +402,11 @@ def predicted_views(oracle: Oracle) -> dict[str, NodeView]:
     facts, plus the connected route the kernel adds for each address): the scenario's explicit
     expectations judged against Docker's prediction instead of an observation (`expectations_hold`)."""
     views = {}
-    for name, container in oracle.state.containers.items():
+    for name, container in oracle.fleet.containers.items():
         links, addresses, routes = {}, [], []
         for fact in oracle.expected_state(container):
+            if fact.kind == "hostname":
+                continue  # not a network fact: nothing the state checks read
             iface = fact.interface or "eth0"
             link = links.setdefault(iface, LinkView(iface, None, None, None, True))
             if fact.kind == "link":
@@ -393,18 +434,16 @@ def expectations_hold(scenario: Scenario, oracle: Oracle) -> list[Check]:
     say): none, when the scenario is stated for this outcome of Docker's."""
     judge = Judge(scenario, oracle, predicted_views(oracle))
     failed = [c for c in judge.state_checks() if not c.ok and c.subject.split()[0] in judge.views]
-    # reach/isolate entries, where the model can say (the oracle's rules, from the source's address in the
-    # destination's family)
+    # reach/isolate entries, where the model can say (the oracle's verdict, as the matrix judges a pair: from
+    # the address the source's route picks, `Oracle.source_of`)
     addrs = oracle.addresses()
     by_ip = {str(a.ip): a for a in addrs}
     # (only where the scenario keeps the matrix: a scenario that turns it off says the oracle cannot model it)
     explicit, _ = judge.explicit_probe_jobs() if scenario.expect.matrix else ([], [])
     for probe, want, job, label in explicit:
         dst = by_ip.get(job.dst)
-        # the source address the kernel picks: one whose subnet holds the destination, else the first
-        own = [a for a in addrs if a.owner == job.src and dst is not None and a.ip.version == dst.ip.version]
-        src = next((a for a in own if dst.ip in a.network), own[0] if own else None)
-        verdict = oracle.expect(src, dst) if src is not None else None
+        src = oracle.source_of(job.src, dst.ip, addrs) if dst is not None else None
+        verdict = oracle.verdict(src, dst, addrs) if src is not None else None
         if verdict is not None and verdict[0] != want:
             failed.append(Check("reach" if want else "isolate", f"{src.label} -> {label}",
                                 "reachable" if want else "isolated",

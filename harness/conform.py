@@ -13,7 +13,7 @@ a real engine share (`record_facts`, called by the engine at the end of a scenar
 | `subnet` | the network | | one per pool: `172.16.86.0/24` (+ `range R`, `aux NAME=IP`) |
 | `parent` | `host` | the link | a host link Docker manages: `vlan 50 on eth0, made by NET` |
 | `endpoint` | a running container | its interface | the network it attaches to |
-| `link`, `mac`, `address`, `route` | a running container | its interface | `harness.oracle.Oracle.expected_state` |
+| `link`, `mac`, `address`, `route`, `hostname` | a running container | its interface | `harness.oracle.Oracle.expected_state` |
 | `gateway` | a running container | its interface | the endpoint's gateways, `none` without one |
 | `conflict` | the address | its segment | who holds it: `db on hostb, web on hosta` (several Docker hosts) |
 | `reach` | a probe's source | `-> ` its destination's label | what the probe saw: reachable, isolated, no verdict, broken probe |
@@ -58,7 +58,7 @@ CONFORMS, EXPLAINED, DIFFERENT, NOT_COMPARED = "conforms", "explained", "differs
 
 # The order kinds are shown in; a kind not listed goes last.
 KIND_ORDER = ("version", "command", "ping", "network", "subnet", "parent", "endpoint", "link", "mac", "address",
-              "gateway", "route", "conflict", "reach")
+              "gateway", "route", "hostname", "conflict", "reach")
 FACT_KINDS = KIND_ORDER
 _ID = re.compile(r"\b[0-9a-f]{64}\b|\b[0-9a-f]{12}\b")
 

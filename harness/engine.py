@@ -9,8 +9,9 @@ backend). Docker's answers are judged against the expected errors; a transient c
 ping is probed while it exists. The engine then observes every node and runs every probe (all at once
 for a documented scenario; in bounded waves, re-asking isolation probes that replies do not back, for a
 big matrix: `harness.observe.probe_all`; with several Docker hosts, the ARP view of the switch first:
-`harness/arpscan.py` on its monitor port), and the `Judge` compares what it saw with the scenario's explicit expectations and the `Oracle`'s derived
-facts. Last, it records what Docker built and what was seen in the result's `facts`, the form
+`harness/arpscan.py` on its monitor port; for a node with several interfaces, the kernel's own routing
+decision, `ip route get`; a container's hostname, in its UTS namespace), and the `Judge` compares what it
+saw with the scenario's explicit expectations and the `Oracle`'s derived facts. Last, it records what Docker built and what was seen in the result's `facts`, the form
 `harness conform` compares between the emulation and a real engine (`harness.conform.record_facts`).
 
 The engine sees backends only through their protocols (backends.base): it imports neither pyroute2 nor
@@ -35,12 +36,14 @@ from harness.observe import (
     SCAN_TIMEOUT,
     PingJob,
     ProbeStats,
+    hostname_jobs,
     observe_and_probe,
     parse_scan,
+    path_jobs,
     ping_many,
     scan_argv,
 )
-from harness.oracle import Oracle
+from harness.oracle import HostSetup, Oracle
 from harness.plan import cannot_run, render
 from harness.results import ERROR, FAIL, PASS, SKIP, Check, ScenarioResult, StepRecord
 from harness.world import ROUTER, SWITCH, World
@@ -116,8 +119,10 @@ class Engine:
                 raise HarnessError(f"building the emulated network failed: {'; '.join(render(op))}: "
                                    f"{exc.strerror}") from None
         docker = self.docker(compiled, session)
+        done = []  # (step, error): what each host's own `ip` commands configured, for the oracle
         for step in scenario.steps:
             outcome = docker.execute(step)
+            done.append((step, outcome.error))
             result.steps.append(StepRecord(step.index, step.text, outcome.error, step.expect_error))
             result.checks.append(_error_check(step, outcome.error))
             if outcome.reach is not None and outcome.error is None:
@@ -132,7 +137,7 @@ class Engine:
                         res.reached and not res.probe_error, evidence=res.evidence, location=str(step.location),
                         origin="command"))
         clock.mark("setup")
-        oracle = Oracle(docker.state, world)
+        oracle = Oracle(docker.state, world, HostSetup.by_host(done))
         if not session.observes:
             result.status, result.reason = SKIP, f"backend {self.backend.name} observes nothing (plan rendered only)"
             result.facts = record_facts(docker, oracle, result, scenario.steps)
@@ -151,6 +156,12 @@ class Engine:
         judge = Judge(scenario, oracle, {})
         explicit, unprobeable = judge.explicit_probe_jobs()
         matrix = oracle.matrix() if (self.matrix and scenario.expect.matrix) else []
+        # Which interface and source address a node with several of them uses (the kernel's own
+        # decision, `ip route get`), for the destinations the matrix probes.
+        paths = oracle.paths() if matrix else []
+        # A container's hostname, read inside its UTS namespace (every host's containers).
+        containers = oracle.fleet.containers
+        named = [f for c in sorted(containers) for f in oracle.expected_state(containers[c]) if f.kind == "hostname"]
         # The ARP view of the switch first (before the probes fill the neighbour tables): who answers for
         # every address on the wire, from the monitor port of its segment (several hosts, or a conflict
         # the scenario expects).
@@ -168,7 +179,9 @@ class Engine:
         # (`harness.observe.probe_all` states the rules).
         owners = {str(a.ip): (ROUTER if a.owner == "gateway" else a.owner) for a in oracle.addresses()}
         self.probe_stats = ProbeStats()
-        judge.views, found = observe_and_probe(session, nodes, [jobs[k] for k in keys], owners, self.probe_stats)
+        judge.views, found, extra = observe_and_probe(session, nodes, [jobs[k] for k in keys], owners,
+                                                      self.probe_stats, path_jobs(paths) + hostname_jobs(named))
+        judge.hostnames = dict(zip((f.node for f in named), extra[len(paths):]))
         for view in judge.views.values():
             for err in view.errors:
                 raise HarnessError(f"observing {view.node} failed: {err}")
@@ -177,6 +190,7 @@ class Engine:
         result.checks += judge.probe_checks(explicit, matrix, results)
         result.checks += judge.state_checks()
         result.checks += judge.model_checks()
+        result.checks += judge.path_checks(paths, extra[:len(paths)])
         result.checks += judge.conflict_checks(scan)
         if judge.conflicts:
             # A finding of its own, whatever the verdict: which address, who holds it, on which hosts.

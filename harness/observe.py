@@ -107,6 +107,33 @@ def observation_jobs(nodes: Sequence[str]) -> list[tuple[str, list[str]]]:
     return [(node, argv) for node in nodes for argv in _QUERIES.values()]
 
 
+def path_jobs(paths) -> list[tuple[str, list[str]]]:
+    """`ip -json route get DST` in the node of each path fact (`harness.oracle.Oracle.paths`): the
+    interface, gateway and source address the kernel picks."""
+    return [(fact.node, ["ip", "-json", "route", "get", fact.value.split()[0]]) for fact in paths]
+
+
+# The node's hostname as its UTS namespace has it (uname(2)), read by the host's Python: no `hostname`
+# binary is needed in the VM guest, and the session enters the node's UTS namespace for it.
+HOSTNAME_ARGV = [sys.executable, "-I", "-S", "-c", "import socket; print(socket.gethostname())"]
+
+
+def hostname_jobs(facts) -> list[tuple[str, list[str]]]:
+    return [(fact.node, HOSTNAME_ARGV) for fact in facts]
+
+
+def parse_route_get(res) -> str:
+    """One `ip -json route get` answer as the oracle writes a path: `DST [via GW] dev IF src SRC`."""
+    if not res.ok:
+        return f"no route ({(res.stderr.strip().splitlines() or ['exit ' + str(res.exit_code)])[-1]})"
+    data = _json(res.stdout)
+    if not data:
+        return "no answer"
+    r = data[0]
+    via = f" via {r['gateway']}" if r.get("gateway") else ""
+    return f"{r.get('dst', '?')}{via} dev {r.get('dev', '?')} src {r.get('prefsrc', '?')}"
+
+
 def parse_observations(nodes: Sequence[str], results) -> dict[str, NodeView]:
     views = {}
     for i, node in enumerate(nodes):
@@ -515,22 +542,27 @@ def _with_witnesses(jobs: Sequence[PingJob]) -> list[PingJob]:
 
 
 def observe_and_probe(session, nodes: Sequence[str], jobs: Sequence[PingJob], owners: dict[str, str],
-                      stats: ProbeStats | None = None) -> tuple[dict[str, NodeView], list[PingResult]]:
-    """Observe every node and run every probe: (a NodeView per node, a PingResult per job in order).
+                      stats: ProbeStats | None = None, extra: Sequence[tuple[str, list[str]]] = (),
+                      ) -> tuple[dict[str, NodeView], list[PingResult], list]:
+    """Observe every node and run every probe: (a NodeView per node, a PingResult per job in order, the
+    CommandResult of each `extra` command: `path_jobs`, `hostname_jobs`).
 
     A session with namespace files is observed by the batch prober's own netlink dumps, in the process
     that runs the first wave; any other session by `ip -json` in each node, started with the first wave.
+    The extra commands start with the first wave too.
     """
+    extra = list(extra)
     if isinstance(session, NamespacePaths):
         observed: dict = {}
-        _, results = probe_all(session, jobs, owners, (), stats, observe=nodes, observed=observed)
+        done, results = probe_all(session, jobs, owners, extra, stats, observe=nodes, observed=observed)
         views = views_from_prober(nodes, observed)
         if "*error*" in observed:
             views = {n: replace(v, errors=(*v.errors, observed["*error*"])) if not v.links else v
                      for n, v in views.items()}
-        return views, results
-    done, results = probe_all(session, jobs, owners, observation_jobs(nodes), stats)
-    return parse_observations(nodes, done), results
+        return views, results, list(done)
+    observations = observation_jobs(nodes)
+    done, results = probe_all(session, jobs, owners, observations + extra, stats)
+    return parse_observations(nodes, done[:len(observations)]), results, list(done[len(observations):])
 
 
 def probe_all(session, jobs: Sequence[PingJob], owners: dict[str, str], extra: Sequence[tuple[str, list[str]]] = (),

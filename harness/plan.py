@@ -119,8 +119,16 @@ class SetSysctl:
     value: str
 
 
+@dataclass(frozen=True)
+class SetHostname:
+    """A container's own UTS namespace with this hostname (`docker run --hostname`); it ends with its node."""
+
+    node: str
+    hostname: str
+
+
 Op = Union[CreateNode, DeleteNode, AddLink, AddBridgeVlan, MoveLink, SetLink, DeleteLink, AddAddress, AddRoute,
-           SetSysctl]
+           SetSysctl, SetHostname]
 
 
 @dataclass(frozen=True)
@@ -190,6 +198,9 @@ def render(op: Op) -> list[str]:
         return [f"ip netns add {n}", f"ip -n {n} link set lo up"]
     if isinstance(op, DeleteNode):
         return [f"ip netns del {n}"]
+    if isinstance(op, SetHostname):
+        # A UTS namespace held by a process that lives as long as the node (the netns backend's keeper).
+        return [f"ip netns exec {n} unshare --uts sh -c {q('hostname ' + q(op.hostname) + ' && exec sleep infinity')} &"]
     if isinstance(op, AddLink):
         head = f"ip -n {n} link add"
         if op.parent:

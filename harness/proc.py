@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from harness.errors import CommandFailed
 
 CLONE_NEWNET = 0x40000000
+CLONE_NEWUTS = 0x04000000
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -91,6 +92,8 @@ class Job:
     cwd: str | os.PathLike | None = None
     env: Mapping[str, str] | None = None
     input: str | None = None
+    uts: str | None = None  # path of a UTS namespace file to enter before exec (a container's hostname)
+    hostname: str | None = None  # a new UTS namespace with this hostname, made before exec (its keeper)
 
 
 def _enter_netns(fd: int) -> None:
@@ -100,7 +103,16 @@ def _enter_netns(fd: int) -> None:
         raise OSError(err, f"setns into the node's network namespace: {os.strerror(err)}")
 
 
-def _child_setup(netns_fd: int | None, parent: int | None) -> None:
+def _own_uts(hostname: str) -> None:
+    """In the forked child, before exec: a UTS namespace of its own (unshare), named `hostname`."""
+    name = hostname.encode()
+    if _libc.unshare(CLONE_NEWUTS) != 0 or _libc.sethostname(name, len(name)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"a UTS namespace named {hostname}: {os.strerror(err)}")
+
+
+def _child_setup(netns_fd: int | None, parent: int | None, uts_fd: int | None = None,
+                 hostname: str | None = None) -> None:
     if parent is not None:
         # SIGKILL the child when the harness dies without running its finally blocks (SIGKILL, OOM).
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -108,24 +120,30 @@ def _child_setup(netns_fd: int | None, parent: int | None) -> None:
             os._exit(1)
     if netns_fd is not None:
         _enter_netns(netns_fd)
+    if uts_fd is not None and _libc.setns(uts_fd, CLONE_NEWUTS) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns into the node's UTS namespace: {os.strerror(err)}")
+    if hostname is not None:
+        _own_uts(hostname)
 
 
 def _popen(job: Job, stdout, stderr, *, text: bool = True, die_with_parent: bool = False) -> subprocess.Popen:
     fd = os.open(job.netns, os.O_RDONLY | os.O_CLOEXEC) if job.netns else None
+    uts_fd = os.open(job.uts, os.O_RDONLY | os.O_CLOEXEC) if job.uts else None
     parent = os.getpid() if die_with_parent else None
     child = None
     try:
         preexec = None
-        if fd is not None or parent is not None:
+        if fd is not None or parent is not None or uts_fd is not None or job.hostname is not None:
             def preexec():
-                _child_setup(fd, parent)
+                _child_setup(fd, parent, uts_fd, job.hostname)
         # A signal during the fork is raised when the section ends, once `child` is known: a
         # signal raised inside Popen would lose the child (started, never killed) or be swallowed.
         with deferred_signals():
             child = subprocess.Popen(
                 list(job.argv), cwd=job.cwd, env=dict(job.env) if job.env is not None else None,
                 stdin=subprocess.PIPE if job.input is not None else subprocess.DEVNULL,
-                stdout=stdout, stderr=stderr, text=text, pass_fds=(fd,) if fd is not None else (),
+                stdout=stdout, stderr=stderr, text=text, pass_fds=tuple(x for x in (fd, uts_fd) if x is not None),
                 preexec_fn=preexec, start_new_session=True)
         return child
     except BaseException:
@@ -133,8 +151,9 @@ def _popen(job: Job, stdout, stderr, *, text: bool = True, die_with_parent: bool
             kill_group(child)
         raise
     finally:
-        if fd is not None:
-            os.close(fd)
+        for opened in (fd, uts_fd):
+            if opened is not None:
+                os.close(opened)
 
 
 # -- signals ---------------------------------------------------------------------------------------------
@@ -385,8 +404,10 @@ def _read_text(path: str) -> str:
 @contextmanager
 def spawn(argv: Sequence[str], *, node: str = "", netns: str | None = None, cwd: str | os.PathLike | None = None,
           env: Mapping[str, str] | None = None, die_with_parent: bool = False, gentle: bool = True,
-          output_dir: str | os.PathLike | None = None) -> Iterator[BackgroundProcess]:
+          output_dir: str | os.PathLike | None = None, hostname: str | None = None) -> Iterator[BackgroundProcess]:
     """Start argv in the background; on leaving the block (any path) end its process group.
+
+    With `hostname`, the process gets a UTS namespace of its own with that name (a container's keeper).
 
     Output goes to `stdout`/`stderr` files in `output_dir` (kept: the caller owns it) or in a temporary
     directory removed at the end (the output is then kept in memory, `BackgroundProcess.final`).
@@ -400,7 +421,8 @@ def spawn(argv: Sequence[str], *, node: str = "", netns: str | None = None, cwd:
             with deferred_signals():
                 with open(out_path, "w") as out, open(err_path, "w") as err:
                     try:
-                        proc = _popen(Job(argv, node, netns, cwd, env), out, err, die_with_parent=die_with_parent)
+                        proc = _popen(Job(argv, node, netns, cwd, env, hostname=hostname), out, err,
+                                      die_with_parent=die_with_parent)
                     except OSError as exc:
                         raise CommandFailed(tuple(argv), 127, "", f"cannot start: {exc.strerror or exc}",
                                             where=node) from None

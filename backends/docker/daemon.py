@@ -40,6 +40,7 @@ START_TIMEOUT = float(os.environ.get("HARNESS_DOCKER_START_TIMEOUT", 60))  # the
 STORAGE_DRIVER_ENV = "HARNESS_DOCKER_STORAGE_DRIVER"  # dockerd --storage-driver when set
 OWN_CONTAINERD_ENV = "HARNESS_DOCKER_OWN_CONTAINERD"  # set: containerd is started here, dockerd --containerd
 STOP_TIMEOUT = 20.0
+RESTART_STOP_TIMEOUT = float(os.environ.get("HARNESS_DOCKER_RESTART_STOP_TIMEOUT", 60))
 MNT_DETACH = 2
 # Directories dockerd (plugin discovery) and containerd-shim (its sockets) create outside the private ones.
 # Removed at the end when empty (rmdir: never anyone's content); not only when this daemon created them,
@@ -83,6 +84,9 @@ class Daemon:
         self.socket = self.exec_root / "docker.sock"
         self.cgroup_parent = name
         self.handle: proc.BackgroundProcess | None = None
+        self.argv: list[str] = []
+        self._spawned = ExitStack()  # the running dockerd's spawn
+        self.own_containerd = 0  # the containerd started here (OWN_CONTAINERD_ENV), 0 when dockerd starts its own
         self.version = ""
         self.timings: dict[str, float] = {}
         self.shim_sockets: set[str] = set()  # every shim socket seen, to prove none is left
@@ -134,16 +138,59 @@ class Daemon:
             argv.append(f"--storage-driver={storage}")
         if os.environ.get(OWN_CONTAINERD_ENV):
             argv.append(f"--containerd={self._start_containerd()}")
-        self.handle = self.stack.enter_context(
-            proc.spawn(argv, node="dockerd", netns=self.netns_path, die_with_parent=True, gentle=True))
-        self.stack.callback(self._stop)
-        self._wait_ready()
+        self.argv = argv
+        self._spawn()
         self.timings["daemon_start"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         res = self.client(["import", "--change", 'CMD ["/bin/sh"]', str(self.image), "alpine:latest"], timeout=120)
         if not res.ok:
             raise HarnessError(f"importing the offline image {self.image} failed: {res.stderr.strip()}")
         self.timings["image_import"] = time.perf_counter() - t1
+
+    def _spawn(self) -> None:
+        """dockerd with `self.argv` in the host namespace; its graceful stop is on the stack right after.
+        Its spawn has a stack of its own, so a restart ends the old one's process group at once (never
+        later, when its PID may be another process's)."""
+        own = ExitStack()
+        self.stack.callback(own.close)  # a no-op once a restart closed it
+        self.handle = own.enter_context(
+            proc.spawn(self.argv, node="dockerd", netns=self.netns_path, die_with_parent=True, gentle=True))
+        self._spawned = own
+        self.stack.callback(self._stop)
+        self._wait_ready()
+
+    def restart(self) -> None:
+        """`systemctl restart docker` (or `dockerd restart`) as the service manager does it: SIGTERM to
+        dockerd, which stops every container (live-restore is off) and its containerd, waiting for it to
+        exit; then the same dockerd (same data root, exec root, socket and namespace) again, until its
+        API answers. On start it restores its networks and restarts the containers whose restart policy
+        says so (moby v20.10.24 daemon/daemon.go restore). Container PIDs change: callers re-discover
+        them."""
+        t0 = time.perf_counter()
+        if self.handle is None or self.handle.poll() is not None:
+            raise HarnessError(f"dockerd is not running, cannot restart it: {self._log_tail()}")
+        self.shim_sockets.update(filter(None, map(shim_socket, self._ours())))
+        os.kill(self.handle.pid, signal.SIGTERM)
+        # dockerd gives its containers their stop timeout (10 s for a shell that ignores SIGTERM as PID
+        # 1) within its own shutdown timeout (15 s), then stops containerd.
+        deadline = time.monotonic() + RESTART_STOP_TIMEOUT
+        while self.handle.wait(0.1) is None:
+            if "Daemon shutdown complete" in self.handle.output()[1]:
+                self.handle.wait(2.0)  # only its closed containerd connection left (see _stop)
+                break
+            if time.monotonic() > deadline:
+                raise HarnessError(f"dockerd did not stop within {RESTART_STOP_TIMEOUT:g} s of SIGTERM: "
+                                   f"{self._log_tail()}")
+        self._spawned.close()  # its process group: nothing of the old daemon may serve the new one's socket
+        old = self._ours()
+        deadline = time.monotonic() + RESTART_STOP_TIMEOUT
+        old = [p for p in old if p != self.own_containerd]
+        while [p for p in old if _alive(p) and _is_daemon(p)] and time.monotonic() < deadline:
+            time.sleep(0.1)  # its containerd ends after it; a new one must not meet the old socket
+        self.timings["daemon_stop_for_restart"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        self._spawn()
+        self.timings["daemon_restart"] = time.perf_counter() - t1
 
     def _start_containerd(self) -> str:
         """containerd started here, not by dockerd (the VM guest asks for it, OWN_CONTAINERD_ENV): dockerd
@@ -162,6 +209,7 @@ class Daemon:
                           f'[grpc]\n  address = "{sock}"\n[ttrpc]\n  address = "{sock}.ttrpc"\n')
         handle = self.stack.enter_context(proc.spawn([containerd, "--config", str(config)], node="containerd",
                                                      netns=self.netns_path, die_with_parent=True, gentle=True))
+        self.own_containerd = handle.pid  # outlives a restart of dockerd, as a separate service would
         deadline = time.monotonic() + START_TIMEOUT
         while not sock.is_socket():
             if handle.poll() is not None:
@@ -285,6 +333,16 @@ class Daemon:
         if self.base.exists():
             out.append(f"directory {self.base}")
         return out
+
+
+def _is_daemon(pid: int) -> bool:
+    """dockerd or containerd (not a shim: a shim of a container that outlives the stop is containerd's
+    business and the new daemon's to adopt or reap)."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip() in ("dockerd", "containerd")
+    except OSError:
+        return False
 
 
 def shim_socket(pid: int) -> str | None:

@@ -137,7 +137,8 @@ class DockerSession:
             pid = pids.get(node, 0)
             if not pid:
                 return CommandResult(node, tuple(argv), 127, "", f"container {node} is not running")
-            return proc.Job(argv, node=node, netns=f"/proc/{pid}/ns/net")
+            # Its network and UTS namespaces: `hostname` there is the container's own.
+            return proc.Job(argv, node=node, netns=f"/proc/{pid}/ns/net", uts=f"/proc/{pid}/ns/uts")
         return proc.Job(argv, node=node, netns=os.path.join(NETNS_DIR, self.world.physical_name(node)))
 
     def run(self, node: str, argv: Sequence[str], timeout: float = 10.0) -> CommandResult:

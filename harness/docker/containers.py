@@ -37,6 +37,7 @@ from harness.plan import (
     MoveLink,
     Op,
     ReachCheck,
+    SetHostname,
     SetLink,
     SetSysctl,
 )
@@ -149,6 +150,8 @@ class ContainersMixin:
                               "eth0 is not deterministic; the harness takes the order they were given")
         container.ipv6 = any(net.ipv6 for net, _ in nets)
         ops: list[Op] = [CreateNode(name, "container")]
+        if container.config.get("hostname"):  # issue #11 (hostname applied): the container's UTS namespace
+            ops.append(SetHostname(name, container.config["hostname"]))
         if not container.ipv6:
             # Docker disables IPv6 in a container none of whose networks has it: no ::1, no link-local.
             ops += [SetSysctl(name, "net.ipv6.conf.all.disable_ipv6", "1"),

@@ -5,7 +5,9 @@ docker-20.10-errors: gateway wrap, the `does was` typo, the CLI's and daemon's s
 family, a /31, the client's 404 wrap, a failed start leaving a Created container that holds its name, the same
 subnet twice with --ip-range. docker-20.10-internal-pools: `--internal -o parent=eth0` keeps eth0, a parentless
 network routes by its gateway, default pools rotate. docker-connect-disconnect: eth1 -> eth2 after a reconnect,
-the default route by libnetwork's endpoint order.
+the default route by libnetwork's endpoint order. macvlan-host-shim and docker-multi-network: the matrix
+with the host's macvlan shim and with a container on two networks. docker-stop-start-restart: a daemon
+restart of the real engine. docker-hostname: `--hostname` read in the container's UTS namespace.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from harness.cli import main
 pytestmark = [pytest.mark.docker, pytest.mark.root]
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ("docker-20.10-errors.yaml", "docker-20.10-internal-pools.yaml", "docker-connect-disconnect.yaml",
-             "docker-connect-refusals.yaml", "macvlan-two-nics.yaml")
+             "docker-connect-refusals.yaml", "macvlan-two-nics.yaml", "macvlan-host-shim.yaml",
+             "docker-multi-network.yaml", "docker-stop-start-restart.yaml", "docker-hostname.yaml")
 
 
 @pytest.fixture(autouse=True)

@@ -257,3 +257,45 @@ def test_what_a_killed_harness_leaves_is_removed_by_clean(backend):
     # those of dead runs (harness.proc.clean_temp_dirs); here only the child's.
     for path in glob.glob(os.path.join(tempfile.gettempdir(), f"hxspawn-{child.pid}.*")):
         shutil.rmtree(path)
+
+
+def test_a_daemon_restart_stops_the_engine_and_starts_it_again_with_its_state(backend):
+    """`systemctl restart docker` on the real engine (issue #11): the private dockerd is stopped by its PID
+    (SIGTERM) and started again with the same roots in the same namespace; networks stay, only the container
+    with a restart policy runs again, with a new PID, and the scenario passes as emulated. Before, the step
+    was a skip ("restarting the real engine is not supported by the docker backend yet")."""
+    root_before = root_namespace()
+    keep: dict = {}
+    pids: dict = {}
+    scenario = load_scenario(SCENARIOS / "docker-stop-start-restart.yaml")
+
+    def factory(compiled, session):
+        docker = backend.docker(compiled, session)
+        execute = docker.execute
+
+        def watched(step):
+            if step.text == "systemctl restart docker":
+                pids["dockerd before"] = session.daemon.handle.pid
+                pids["keeper before"] = session.pids(["keeper"])["keeper"]
+            outcome = execute(step)
+            if step.text == "systemctl restart docker":
+                pids["dockerd after"] = session.daemon.handle.pid
+                pids["keeper after"] = session.pids(["keeper"])["keeper"]
+                pids["first after"] = session.pids(["first"])["first"]
+            return outcome
+
+        docker.execute = watched
+        keep["docker"] = docker
+        return docker
+
+    result = Engine(backend, docker=factory).run(scenario)
+    session = backend.last_session
+    assert root_namespace() == root_before, "the machine's own network namespace changed"
+    assert result.status == PASS, result.failure_report()
+    assert pids["dockerd after"] != pids["dockerd before"], pids
+    assert pids["keeper before"] and pids["keeper after"] and pids["keeper after"] != pids["keeper before"], pids
+    assert pids["first after"] == 0, "a container without a restart policy stays stopped after a restart"
+    assert session.daemon.timings["daemon_restart"] > 0
+    state = keep["docker"].state
+    assert sorted(state.containers) == ["keeper", "third"] and "pub_net" in state.networks
+    assert_nothing_left(session)

@@ -223,11 +223,11 @@ def test_the_probers_netlink_view_is_what_ip_json_shows(netns, monkeypatch, name
     seen = []
     real = observe.observe_and_probe
 
-    def both(session, nodes, jobs, owners, stats=None):
-        views, results = real(session, nodes, jobs, owners, stats)
+    def both(session, nodes, jobs, owners, stats=None, extra=()):
+        views, results, done = real(session, nodes, jobs, owners, stats, extra)
         ip = observe.parse_observations(nodes, session.run_many(observe.observation_jobs(nodes)))
         seen.append((views, ip))
-        return views, results
+        return views, results, done
 
     monkeypatch.setattr(engine, "observe_and_probe", both)
     result = Engine(netns).run(load_scenario(SCENARIOS / f"{name}.yaml"))
@@ -242,3 +242,39 @@ def test_the_probers_netlink_view_is_what_ip_json_shows(netns, monkeypatch, name
         assert sorted(mine.addresses) == sorted(theirs.addresses), node
         assert sorted(map(str, mine.routes)) == sorted(map(str, theirs.routes)), node
         assert sorted(r.family for r in mine.routes) == sorted(r.family for r in theirs.routes), node
+
+
+def _keepers() -> list[int]:
+    """PIDs of this process's UTS keepers (harness/proc.py starts them as our children)."""
+    from backends.netns import KEEPER_MARK
+
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if KEEPER_MARK.encode() in cmdline and ppid == os.getpid():
+            found.append(int(entry))
+    return found
+
+
+def test_a_hostname_is_applied_in_a_uts_namespace_of_the_container_and_ends_with_it(netns):
+    """issue #11: `docker run --hostname web` / `-h db.example`, also after a stop and start, is the name
+    the container's UTS namespace shows (read inside it), not this machine's; no keeper outlives the run;
+    a wrong expectation would fail (the check compares with the hostname Docker was given)."""
+    before = namespaces(ours())
+    result = Engine(netns).run(load_scenario(SCENARIOS / "docker-hostname.yaml"))
+    assert result.status == PASS, result.failure_report()
+    names = {c.subject: c for c in result.checks if c.kind == "hostname"}
+    assert names["c1"].ok and names["c1"].observed == "web"
+    assert names["c2"].ok and names["c2"].observed == "db.example"
+    assert "c3" not in names
+    assert os.uname().nodename not in ("web", "db.example")  # the machine's own name is untouched
+    assert _keepers() == [], "a UTS keeper outlived its session"
+    assert namespaces(ours()) == before, "the run left namespaces behind"

@@ -89,8 +89,32 @@ class FakeKernel:
                 route["gateway"] = op.gateway
             self.nodes[op.node]["routes"].append(route)
 
+    def _route_get(self, node: str, dst: str) -> str:
+        """`ip -json route get DST` as the kernel answers: the longest matching route, the source address
+        of its device (one whose subnet holds DST first)."""
+        state = self.nodes[node]
+        ip = ipaddress.ip_address(dst)
+        best = None
+        for r in state["routes"]:
+            net = ipaddress.ip_network("0.0.0.0/0" if ip.version == 4 else "::/0") if r["dst"] == "default" \
+                else ipaddress.ip_network(r["dst"], strict=False)
+            if r["family"] == ip.version and ip in net and (best is None or net.prefixlen > best[0]):
+                best = (net.prefixlen, r)
+        if best is None:
+            return ""
+        route = best[1]
+        mine = [ipaddress.ip_interface(c) for dev, c in state["addrs"] if dev == route["dev"]]
+        mine = [a for a in mine if a.version == ip.version]
+        src = next((a.ip for a in mine if ip in a.network), mine[0].ip if mine else None)
+        answer = {"dst": dst, **({"gateway": route["gateway"]} if route.get("gateway") else {}), "dev": route["dev"]}
+        if src is not None:
+            answer["prefsrc"] = str(src)
+        return json.dumps([answer])
+
     def _show(self, node: str, argv) -> str:
         state = self.nodes[node]
+        if "get" in argv:
+            return self._route_get(node, argv[-1])
         if "addr" in argv:
             out = []
             for name, link in state["links"].items():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -420,3 +421,73 @@ def test_moby_29_ip_without_a_user_subnet_31_subnets_and_pool_exhaustion():
     plan, _ = emulate(many)
     assert errors(plan)[-1] == ("could not find an available, non-overlapping IPv4 address pool among the defaults "
                                 "to assign to the network")
+
+
+# --- issue #11: the matrix with the host's shim and with several networks; --hostname applied -----------
+
+
+def _scenario_oracle(name: str, rp_filter=None):
+    from harness.docker.emulated import compile_scenario
+    from harness.loader import load_scenario
+    from harness.oracle import HostSetup, Oracle
+    from harness.world import World
+
+    s = load_scenario(Path(__file__).resolve().parents[2] / "scenarios" / name)
+    compiled = compile_scenario(s)
+    done = [(step.command, cs.error) for step, cs in zip(s.steps, compiled.plan.steps)]
+    world = World.of(s.topology, compiled.vlans)
+    return Oracle(compiled.emulator, world, HostSetup.of(done), rp_filter=rp_filter), compiled
+
+
+def _matrix(oracle) -> dict:
+    return {(e.src.owner, str(e.src.ip), str(e.dst.ip)): e.reachable for e in oracle.matrix()}
+
+
+def test_the_host_reaches_its_containers_through_the_shim_from_the_shims_address():
+    """macvlan-host-shim: the host's route to the range leaves by mac0 with 172.16.86.223; web reaches the
+    host's own eth0 address too (mac0 answers ARP for it, the reply leaves by mac0); a container outside the
+    routed range stays isolated from the host both ways (the route back is eth0's, its parent)."""
+    oracle, _ = _scenario_oracle("macvlan-host-shim.yaml")
+    m = _matrix(oracle)
+    assert m[("host", "172.16.86.223", "172.16.86.192")] is True
+    assert m[("web", "172.16.86.192", "172.16.86.250")] is True
+    assert m[("host", "172.16.86.250", "172.16.86.10")] is False
+    assert m[("old", "172.16.86.10", "172.16.86.250")] is False
+    assert m[("old", "172.16.86.10", "172.16.86.223")] is False
+    assert m[("host", "172.16.86.250", "172.16.86.1")] is True
+    paths = {f.value for f in oracle.paths()}
+    assert "172.16.86.192 dev mac0 src 172.16.86.223" in paths
+    assert "172.16.86.1 dev eth0 src 172.16.86.250" in paths
+
+
+def test_a_container_on_two_networks_sends_from_the_interface_its_route_picks():
+    """docker-multi-network: app's eth0 (front) and eth1 (back, the default route by name order). Each
+    destination is reached from the interface whose subnet holds it; pairs whose request and reply cross
+    different interfaces depend on the reverse-path filter: not judged when it is unknown, isolated when
+    strict, reachable when off."""
+    oracle, _ = _scenario_oracle("docker-multi-network.yaml")
+    m = _matrix(oracle)
+    assert m[("app", "172.16.86.3", "172.16.86.2")] is True  # web, from eth0
+    assert m[("app", "192.168.1.3", "192.168.1.2")] is True  # db, from eth1
+    assert m[("web", "172.16.86.2", "172.16.86.250")] is False  # the host's reply leaves by eth0, web's parent
+    assert ("host", "172.16.86.250", "192.168.1.3") not in m  # through the router in, by eth0 back: rp_filter
+    paths = {f.value for f in oracle.paths() if f.node == "app"}
+    assert "172.16.86.250 dev eth0 src 172.16.86.3" in paths and "192.168.1.1 dev eth1 src 192.168.1.3" in paths
+    strict, _ = _scenario_oracle("docker-multi-network.yaml", rp_filter=1)
+    assert _matrix(strict)[("host", "172.16.86.250", "192.168.1.3")] is False
+    off, _ = _scenario_oracle("docker-multi-network.yaml", rp_filter=0)
+    assert _matrix(off)[("host", "172.16.86.250", "192.168.1.3")] is True
+
+
+def test_a_hostname_gets_a_uts_namespace_and_is_a_fact():
+    """`docker run --hostname web` (and `-h`, and again after a stop/start) is a UTS namespace in the plan
+    and a fact the judge reads inside the container; without --hostname nothing is asked."""
+    from harness.oracle import Fact
+    from harness.plan import SetHostname
+
+    oracle, compiled = _scenario_oracle("docker-hostname.yaml")
+    ops = [op for cs in compiled.plan.steps for op in cs.ops if isinstance(op, SetHostname)]
+    assert ops == [SetHostname("c1", "web"), SetHostname("c2", "db.example"), SetHostname("c2", "db.example")]
+    state = compiled.emulator.containers
+    assert Fact("hostname", "c1", None, "web") in oracle.expected_state(state["c1"])
+    assert not [f for f in oracle.expected_state(state["c3"]) if f.kind == "hostname"]

@@ -428,3 +428,30 @@ def test_the_new_knobs_are_dated_by_their_sources():
     assert "gw-priority" not in p27.network_opt_keys and "gw-priority" in p29.network_opt_keys
     assert p28.since("host_network_texts") == (28, 0, 2)
     assert (p20.inspect_shape, p27.inspect_shape, p28.inspect_shape, p29.inspect_shape) == ("20.10", "20.10", "28", "29")
+
+
+def test_the_oracle_routes_each_family_by_its_own_gateway_endpoint():
+    # Per-family gateway endpoints (moby 28+) in the routing model: app sends IPv4 off-link from eth0 (pub_net's
+    # default route) and IPv6 off-link from eth1 (v6gw's), each through its own gateway.
+    import ipaddress
+
+    from harness.world import World
+
+    s = parse_scenario(HEADER + textwrap.indent(f"- {PUB}\n- {V6GW}\n- docker run --net=pub_net --name app -itd "
+                                                "alpine /bin/sh\n- docker network connect v6gw app\n", "  "))
+    compiled = compile_scenario(s, "moby-29")
+    o = Oracle(compiled.emulator, World.of(s.topology, compiled.vlans))
+    e4 = o.egress("app", ipaddress.ip_address("10.1.2.3"))
+    e6 = o.egress("app", ipaddress.ip_address("2001:db8::1"))
+    assert (e4.address.iface, str(e4.via)) == ("eth0", "172.16.86.1")
+    assert (e6.address.iface, str(e6.via)) == ("eth1", "fd00:60::1")
+    # 20.10: one endpoint gives both families (v6gw, which has an implicit IPv4 gateway there and sorts first
+    # by its gateway score), so both leave by eth1, as the default routes Docker sets.
+    compiled = compile_scenario(s, "docker-20.10")
+    o = Oracle(compiled.emulator, World.of(s.topology, compiled.vlans))
+    e4 = o.egress("app", ipaddress.ip_address("10.1.2.3"))
+    e6 = o.egress("app", ipaddress.ip_address("2001:db8::1"))
+    assert (e4.address.iface, str(e4.via)) == ("eth1", "192.168.60.1")
+    assert (e6.address.iface, str(e6.via)) == ("eth1", "fd00:60::1")
+    routes = {f.value for f in o.expected_state(compiled.emulator.containers["app"]) if f.kind == "route"}
+    assert routes == {"default via 192.168.60.1 dev eth1", "default via fd00:60::1 dev eth1"}

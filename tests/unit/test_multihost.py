@@ -377,3 +377,81 @@ def test_a_failed_scan_is_an_error_on_every_address():
     res = CommandResult("up", ("python3",), 1, "", "Traceback: boom")
     found = parse_scan([("mon0", "172.16.86.2")], res)
     assert found[("mon0", "172.16.86.2")].error == "the scanner failed (exit 1): Traceback: boom"
+
+
+# -- the routing model of issue #11 on several hosts (the merge of #11 and #13) ---------------------------
+
+
+SHIM_ON_HOSTB = """\
+    - docker network create -d macvlan --subnet=172.16.86.0/24 --gateway=172.16.86.1 -o parent=eth0 pub_net
+    - docker run --net=pub_net --ip=172.16.86.10 --name web -itd alpine /bin/sh
+    - {host: hostb, command: docker network create -d macvlan --subnet=172.16.86.0/24 --gateway=172.16.86.1 -o parent=eth0 pub_net}
+    - {host: hostb, command: docker run --net=pub_net --ip=172.16.86.200 --name db -itd alpine /bin/sh}
+    - {host: hostb, command: ip link add mac0 link eth0 type macvlan mode bridge}
+    - {host: hostb, command: ip addr add 172.16.86.223/32 dev mac0}
+    - {host: hostb, command: ip link set mac0 up}
+    - {host: hostb, command: ip route add 172.16.86.192/27 dev mac0}
+"""
+
+
+def shim_oracle(s) -> Oracle:
+    """The oracle as the engine builds it: each host's own commands configure that host (`HostSetup.by_host`)."""
+    from harness.oracle import HostSetup
+
+    compiled = compile_scenario(s)
+    done = [(step, cs.error) for step, cs in zip(s.steps, compiled.plan.steps)]
+    return Oracle(compiled.emulator, World.for_scenario(s, compiled.vlans), HostSetup.by_host(done))
+
+
+def test_a_shim_belongs_to_the_host_whose_commands_made_it():
+    """hostb's mac0 (made by its `host:` commands) is hostb's: hostb reaches its own container db from the
+    shim's address (its route to the range leaves by mac0), and hosta's child web from eth0 through the switch.
+    hosta has no shim: its own child web stays cut off, hostb's db is reached. Observed with the same commands
+    on the netns backend and on a real 20.10 engine (every probe and `ip route get` agreed with these verdicts)."""
+    o = shim_oracle(scenario(SHIM_ON_HOSTB))
+    assert o.shim_addresses("hosta") == []
+    assert [(a.owner, str(a.ip), a.iface, a.role) for a in o.shim_addresses("hostb")] == [
+        ("hostb", "172.16.86.223", "mac0", "host")]
+    m = {(e.src.owner, str(e.src.ip), str(e.dst.ip)): e.reachable for e in o.matrix()}
+    assert m[("hostb", "172.16.86.223", "172.16.86.200")] is True  # its own child, through its shim
+    assert m[("hostb", "172.16.86.251", "172.16.86.10")] is True  # hosta's child, through the switch
+    assert m[("hosta", "172.16.86.250", "172.16.86.10")] is False  # hosta's own child: the parent rule
+    assert m[("hosta", "172.16.86.250", "172.16.86.200")] is True
+    assert m[("db", "172.16.86.200", "172.16.86.223")] is True
+    paths = {(f.node, f.value) for f in o.paths()}
+    assert ("hostb", "172.16.86.200 dev mac0 src 172.16.86.223") in paths
+    assert ("hostb", "172.16.86.10 dev eth0 src 172.16.86.251") in paths
+    assert not [f for f in o.paths() if f.node == "hosta"]  # one address per family: no path to judge
+
+
+def test_a_host_with_addresses_on_two_nics_sends_from_the_one_its_route_picks():
+    """`source_of` is the one rule for every node: hostb's eth1 (lan2, 192.168.1.0/24) for that subnet, eth0
+    (its default route's NIC) for everything else."""
+    s = parse_scenario(textwrap.dedent(TWO_HOSTS).replace("{name: eth1, switch: lan2}",
+                                                          "{name: eth1, switch: lan2, address: 192.168.1.251/24}")
+                       + "  - docker network create -d macvlan --subnet=172.16.86.0/24 -o parent=eth0 pub_net\n",
+                       "t.yaml")
+    o = oracle_of(s)
+    assert str(o.source_of("hostb", ipaddress.ip_address("192.168.1.7")).ip) == "192.168.1.251"
+    assert str(o.source_of("hostb", ipaddress.ip_address("10.9.9.9")).ip) == "172.16.86.251"
+    assert str(o.source_of("hosta", ipaddress.ip_address("192.168.1.7")).ip) == "172.16.86.250"
+
+
+def test_the_scan_counts_a_hosts_interfaces_as_one_holder():
+    """A host answers ARP on its NIC and on its shim for each of its addresses (the weak host model): one
+    holder. One MAC that two nodes have (20.10 derives it from the address) is still two answers."""
+    from harness.observe import LinkView, NodeView
+
+    s = scenario(SHIM_ON_HOSTB)
+    o = shim_oracle(s)
+    views = {"hostb": NodeView("hostb", {"eth0": LinkView("eth0", "veth", None, "aa:00:00:00:00:01", True),
+                                         "mac0": LinkView("mac0", "macvlan", "bridge", "aa:00:00:00:00:02", True)}),
+             "web": NodeView("web", {"eth0": LinkView("eth0", "macvlan", "bridge", "02:42:ac:10:56:02", True)}),
+             "db": NodeView("db", {"eth0": LinkView("eth0", "macvlan", "bridge", "02:42:ac:10:56:02", True)})}
+    judge = Judge(s, o, views)
+    both = ScanResult("mon0", "172.16.86.251", (("aa:00:00:00:00:01", "aa:00:00:00:00:02"),) * 3)
+    assert both.answers == 2 and judge._holders(both) == 1
+    shared = ScanResult("mon0", "172.16.86.2", (("02:42:ac:10:56:02", "02:42:ac:10:56:02"),) * 3)
+    assert judge._holders(shared) == 2
+    strangers = ScanResult("mon0", "172.16.86.9", (("aa:00:00:00:00:01", "bb:00:00:00:00:09"),))
+    assert judge._holders(strangers) == 2
