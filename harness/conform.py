@@ -187,11 +187,11 @@ def real_choices(scenario, real: ScenarioResult | None, profile: str) -> tuple:
     read back from its facts (`docker network inspect` lists a network's subnets in the order the daemon
     received and allocates from them), as `Scenario.docker_choices` entries; () when the scenario has no
     random choice, pins its own in the file, or the real run recorded nothing to read it from."""
-    from harness.docker.emulated import compile_scenario  # the diff itself needs no emulation
+    from harness.docker.emulated import choice_points_of, compile_scenario  # the diff itself needs none
 
     if real is None or not real.facts or scenario.docker_choices:
         return ()
-    points = compile_scenario(scenario, profile).emulator.choice_points
+    points = choice_points_of(compile_scenario(scenario, profile).emulator)
     subnets: dict[str, list[str]] = {}
     for f in real.facts:
         if f.get("kind") == "subnet":

@@ -113,3 +113,9 @@ def test_a_pinned_scenario_is_staged_for_a_guest_with_its_choices_and_its_line_n
     # an unpinned scenario is copied as it is
     [plain] = stage_scenarios([scenario], tmp_path / "..", "/x")
     assert (tmp_path / ".." / Path(plain).name).read_text() == MCV0.read_text()
+
+
+def test_conform_reads_no_choice_from_a_multi_host_scenario_without_one():
+    # Every host's daemon is asked (harness.docker.fleet): a fleet of daemons is no special case.
+    scenario = load_scenario(SCENARIOS / "multihost-flat.yaml")
+    assert real_choices(scenario, run(scenario), "docker-20.10") == ()
