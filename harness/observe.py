@@ -375,24 +375,8 @@ def parse_prober(jobs: Sequence[PingJob], res) -> list[PingResult]:
     except (json.JSONDecodeError, KeyError, TypeError):
         records = []
     if res.exit_code != 0 or len(records) != len(jobs):
-        why = "timed out" if getattr(res, "timed_out", False) else f"exit {res.exit_code}"
-        text = (res.stderr.strip().splitlines() or ["no output"])[-1]
-        return [PingResult(j, False, f"the prober failed ({why}): {text}", _prober_command(j, sockets),
-                           res.exit_code or 2, True, timed_out=bool(getattr(res, "timed_out", False))) for j in jobs]
-    out = []
-    for job, rec in zip(jobs, records):
-        reached = bool(rec.get("received"))
-        error = rec.get("error")
-        summary = f"{rec.get('sent', 0)} packets transmitted, {rec.get('received', 0)} received"
-        if reached:
-            summary += f", first reply after {rec.get('first_ms') or 0:.1f} ms"
-        if error:
-            summary += f": {error}"
-        probe_error = bool(error) and not any(marker in error for marker in NO_ROUTE)
-        out.append(PingResult(job, reached, summary, _prober_command(job, sockets), 0 if reached else (2 if error else 1),
-                              probe_error, rec.get("rtt_ms"), rec.get("first_ms"), waited_ms=_listened_ms(job),
-                              no_route=bool(error) and not probe_error))
-    return out
+        return _prober_failed(jobs, res, sockets)
+    return [_prober_record(job, rec, sockets, _listened_ms(job)) for job, rec in zip(jobs, records)]
 
 
 @runtime_checkable
@@ -441,27 +425,33 @@ def parse_batch_prober(jobs: Sequence[PingJob], res, observed: dict | None = Non
             stats.phases_ms[phase] = stats.phases_ms.get(phase, 0.0) + ms
     if res.exit_code != 0 or len(records) != len(jobs) or any(
             r.get("src") != j.src or r.get("dst") != j.dst for j, r in zip(jobs, records)):
-        why = "timed out" if getattr(res, "timed_out", False) else f"exit {res.exit_code}"
-        text = (res.stderr.strip().splitlines() or ["no output"])[-1]
-        return [PingResult(j, False, f"the prober failed ({why}): {text}", _prober_command(j, sockets),
-                           res.exit_code or 2, True, timed_out=bool(getattr(res, "timed_out", False))) for j in jobs]
-    out = []
-    for job, rec in zip(jobs, records):
-        reached = bool(rec.get("received"))
-        error = rec.get("error")
-        summary = f"{rec.get('sent', 0)} packets transmitted, {rec.get('received', 0)} received"
-        if reached:
-            summary += f", first reply after {rec.get('first_ms') or 0:.1f} ms"
-        elif rec.get("waited_ms") is not None:
-            summary += f", listened {rec['waited_ms']:.1f} ms after the last echo"
-        if error:
-            summary += f": {error}"
-        probe_error = bool(error) and not any(marker in error for marker in NO_ROUTE)
-        out.append(PingResult(job, reached, summary, _prober_command(job, sockets),
-                              0 if reached else (2 if error else 1), probe_error, rec.get("rtt_ms"),
-                              rec.get("first_ms"), waited_ms=rec.get("waited_ms"),
-                              no_route=bool(error) and not probe_error))
-    return out
+        return _prober_failed(jobs, res, sockets)
+    return [_prober_record(job, rec, sockets, rec.get("waited_ms")) for job, rec in zip(jobs, records)]
+
+
+def _prober_failed(jobs: Sequence[PingJob], res, sockets: dict) -> list[PingResult]:
+    """Every job of a prober that failed (exited non-zero, timed out, or answered out of step): broken probes."""
+    why = "timed out" if getattr(res, "timed_out", False) else f"exit {res.exit_code}"
+    text = (res.stderr.strip().splitlines() or ["no output"])[-1]
+    return [PingResult(j, False, f"the prober failed ({why}): {text}", _prober_command(j, sockets),
+                       res.exit_code or 2, True, timed_out=bool(getattr(res, "timed_out", False))) for j in jobs]
+
+
+def _prober_record(job: PingJob, rec: dict, sockets: dict, waited_ms: float | None) -> PingResult:
+    """One probe's record from a prober (the per-source one or the batch one) as a PingResult."""
+    reached = bool(rec.get("received"))
+    error = rec.get("error")
+    summary = f"{rec.get('sent', 0)} packets transmitted, {rec.get('received', 0)} received"
+    if reached:
+        summary += f", first reply after {rec.get('first_ms') or 0:.1f} ms"
+    elif rec.get("waited_ms") is not None:
+        summary += f", listened {rec['waited_ms']:.1f} ms after the last echo"
+    if error:
+        summary += f": {error}"
+    probe_error = bool(error) and not any(marker in error for marker in NO_ROUTE)
+    return PingResult(job, reached, summary, _prober_command(job, sockets), 0 if reached else (2 if error else 1),
+                      probe_error, rec.get("rtt_ms"), rec.get("first_ms"), waited_ms=waited_ms,
+                      no_route=bool(error) and not probe_error)
 
 
 def _prober_command(job: PingJob, sockets: dict) -> str:

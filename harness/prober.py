@@ -667,19 +667,24 @@ def flush_neighbours() -> int:
         sock.close()
 
 
-def flush_all(nodes, paths) -> list:
-    """One `{"flushed": NODE, ...}` line per node: its neighbour entries deleted after the probes."""
+def in_each_node(nodes, paths, key: str, what: str, action) -> list:
+    """`action()` run inside each node's namespace: one `{key: NODE, ...}` JSON line per node, or its error."""
     out = []
     for node in nodes:
         try:
             if node not in paths:
                 raise OSError(2, "no namespace given for node " + node)
             _setns(paths[node])
-            record = {"flushed": node, "entries": flush_neighbours()}
+            record = {key: node, **action()}
         except OSError as exc:
-            record = {"flushed": node, "error": f"neighbour flush in {node}: {exc.strerror or exc}"}
+            record = {key: node, "error": f"{what} in {node}: {exc.strerror or exc}"}
         out.append(json_value(record))
     return out
+
+
+def flush_all(nodes, paths) -> list:
+    """One `{"flushed": NODE, ...}` line per node: its neighbour entries deleted after the probes."""
+    return in_each_node(nodes, paths, "flushed", "neighbour flush", lambda: {"entries": flush_neighbours()})
 
 
 def json_value(value) -> str:
@@ -694,17 +699,7 @@ def json_value(value) -> str:
 
 def observe_all(nodes, paths) -> list:
     """One `{"observe": NODE, ...}` line per node (or its error), each read inside the node's namespace."""
-    out = []
-    for node in nodes:
-        try:
-            if node not in paths:
-                raise OSError(2, "no namespace given for node " + node)
-            _setns(paths[node])
-            record = {"observe": node, **observe_node()}
-        except OSError as exc:
-            record = {"observe": node, "error": f"netlink dump in {node}: {exc.strerror or exc}"}
-        out.append(json_value(record))
-    return out
+    return in_each_node(nodes, paths, "observe", "netlink dump", observe_node)
 
 
 def batch_main(text: str) -> int:

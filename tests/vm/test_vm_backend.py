@@ -202,6 +202,7 @@ class FakeBatchBackend:
 class FakeScenario:
     def __init__(self, path: Path):
         self.path, self.name, self.source = str(path), path.stem, ""
+        self.docker_choices = ()  # as a scenario file that pins none of Docker's random choices
 
 
 def test_one_batch_per_run_shared_by_workers(tmp_path):
