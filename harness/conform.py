@@ -184,24 +184,27 @@ def version_of(result: ScenarioResult | None) -> str:
 
 def real_choices(scenario, real: ScenarioResult | None, profile: str) -> tuple:
     """The order a real engine took at each of the scenario's random choices (`harness.docker.choices`),
-    read back from its facts (`docker network inspect` lists a network's subnets in the order the daemon
-    received and allocates from them), as `Scenario.docker_choices` entries; () when the scenario has no
+    read back from the facts each choice shows in (`docker network inspect` lists a network's subnets in
+    the order the daemon received and allocates from them; a refused `docker run` names its networks), as
+    `Scenario.docker_choices` entries; () when the scenario has no
     random choice, pins its own in the file, or the real run recorded nothing to read it from."""
     from harness.docker.emulated import choice_points_of, compile_scenario  # the diff itself needs none
 
     if real is None or not real.facts or scenario.docker_choices:
         return ()
     points = choice_points_of(compile_scenario(scenario, profile).emulator)
-    subnets: dict[str, list[str]] = {}
+    shown: dict[tuple[str, str], list[str]] = {}
     for f in real.facts:
-        if f.get("kind") == "subnet":
-            subnets.setdefault(str(f.get("node")), []).append(str(f.get("value", "")).split()[0])
+        shown.setdefault((str(f.get("kind")), str(f.get("node"))), []).append(str(f.get("value", "")))
     pinned = []
     for key, point in sorted(points.items()):
-        network = key.rsplit(" ", 2)[0]
-        order = tuple(text for text in subnets.get(network, ()) if text in point.options)
-        if sorted(order) == sorted(point.options):
-            pinned.append((key, order, NOWHERE))
+        # Where each option first appears in the facts that show the order (a network's subnets, one per
+        # fact; a command's error text naming the networks).
+        text = "\n".join(shown.get(point.seen_in, ()))
+        where = {o: m.start() for o in point.options
+                 if (m := re.search(rf"(?<![\w.:/-]){re.escape(o)}(?![\w.:/-])", text))}
+        if len(where) == len(point.options):
+            pinned.append((key, tuple(sorted(point.options, key=where.__getitem__)), NOWHERE))
     return tuple(pinned)
 
 

@@ -406,7 +406,10 @@ class RealDocker:
         settings = (c.get("NetworkSettings") or {}).get("Networks") or {}
         container = ContainerState(name=name, id=c["Id"], running=bool((c.get("State") or {}).get("Running")))
         hostname = (c.get("Config") or {}).get("Hostname") or ""
-        if hostname and hostname != c["Id"][:12]:  # one the user gave (`--hostname`), not Docker's short id
+        mode = str((c.get("HostConfig") or {}).get("NetworkMode") or "")
+        # One the user gave (`--hostname`), not Docker's short id, nor the name Docker copies into a container
+        # that shares the host's or another container's namespaces (`--net=host`, `--net=container:X`).
+        if hostname and hostname != c["Id"][:12] and mode != "host" and not mode.startswith("container:"):
             container.config = {"hostname": hostname}
         endpoints = []
         for net_name, s in settings.items():

@@ -6,7 +6,8 @@ libnetwork allocates a container's dynamic address from the first pool it was gi
 subnets a real engine starts from either. The emulation meets such a choice through
 `DockerEmulator.choose`, which records a `ChoicePoint` (a key such as `mcv0 IPv4 subnets`, the options in
 command-line order, and why the choice is random) and takes the command-line order unless the scenario
-pins another (`docker_choices:` in the scenario file, `Scenario.docker_choices`).
+pins another (`docker_choices:` in the scenario file, `Scenario.docker_choices`). The other random choice
+met so far: the networks of a `docker run` given several, which 20.10 refuses naming them in map order.
 
 `harness.docker.emulated.alternatives` compiles a scenario under every order Docker could take, so that
 a scenario's expectations can be checked to accept each of them, and `harness conform` pins the order a
@@ -30,6 +31,7 @@ class ChoicePoint:
     key: str  # "mcv0 IPv4 subnets": what is chosen, as `docker_choices:` names it
     options: tuple[str, ...]  # in the order the command line gives them (the emulation's default)
     note: str  # why Docker's choice is random, with the source
+    seen_in: tuple[str, str] = ("", "")  # the fact (kind, node) whose values show the order a real engine took
 
 
 def subnet_choice_key(network: str, family: str) -> str:

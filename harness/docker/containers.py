@@ -53,9 +53,13 @@ class ContainersMixin:
         # Create-time checks (moby v20.10.24 daemon/create.go, runconfig/hostconfig.go): nothing is left.
         nets = tuple(c["name"] for c in settings)
         if len(nets) > self.profile.networks_per_run:
-            self.notes.append("`docker run` with several networks: Docker 20.10 names them in Go map order (random; "
-                              "daemon/create.go:331-341; seen on a real 20.10 engine), match them with `*`")
-            raise DockerError(f"Container cannot be connected to network endpoints: {', '.join(nets)}")
+            key = f"command {step.index} networks"
+            named = self.choose(key, list(nets), list(nets),
+                                f"`docker run` with several networks: Docker 20.10 names them in Go map order "
+                                "(random; daemon/create.go:331-341; seen on a real 20.10 engine), match them with "
+                                f"`*`; the emulation takes the command-line order unless `docker_choices: {{{key}: "
+                                "[...]}` pins another", seen_in=("command", f"command {step.index}"))
+            raise DockerError(f"Container cannot be connected to network endpoints: {', '.join(named)}")
         first = nets[0] if nets else ""
         net_mode = first if first in ("host", "none") or first.startswith("container:") else ""
         if first == "container:":

@@ -110,9 +110,11 @@ class DockerEmulator(NetworksMixin, ContainersMixin):
         self.__dict__.update(copy.deepcopy(snap))
         self.notes, self.choice_points = notes, points
 
-    def choose(self, key: str, items: list, labels: list[str], note: str) -> list:
-        """One of Docker's random choices: recorded, and taken in command-line order unless pinned."""
-        self.choice_points.setdefault(key, ChoicePoint(key, tuple(labels), note))
+    def choose(self, key: str, items: list, labels: list[str], note: str, seen_in: tuple[str, str] = ("", "")
+               ) -> list:
+        """One of Docker's random choices: recorded, and taken in command-line order unless pinned.
+        `seen_in` is the fact (kind, node) whose value shows the order a real engine took."""
+        self.choice_points.setdefault(key, ChoicePoint(key, tuple(labels), note, seen_in))
         self.notes.append(note)
         return pin(self.scenario, key, items, labels)
 

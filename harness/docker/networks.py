@@ -150,7 +150,8 @@ class NetworksMixin:
                 "v20.10.24 cli/command/network/create.go:222-226, unchanged in v29.7.2), so which subnet a container's dynamic "
                 "address comes from is not deterministic; the emulation takes the command-line order unless "
                 f"`docker_choices: {{{key}: [...]}}` pins another")
-        return self.choose(key, configs, [str(c.subnet) for c in configs], note)
+        # `docker network inspect` lists them in the order the daemon received them: the `subnet` facts
+        return self.choose(key, configs, [str(c.subnet) for c in configs], note, seen_in=("subnet", network))
 
     def _skip_gateway(self, cmd: NetworkCreate, internal: bool) -> bool:
         policy = self.profile.default_gateway

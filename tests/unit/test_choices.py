@@ -119,3 +119,15 @@ def test_conform_reads_no_choice_from_a_multi_host_scenario_without_one():
     # Every host's daemon is asked (harness.docker.fleet): a fleet of daemons is no special case.
     scenario = load_scenario(SCENARIOS / "multihost-flat.yaml")
     assert real_choices(scenario, run(scenario), "docker-20.10") == ()
+
+
+def test_a_refused_run_names_its_networks_in_either_order_and_conform_reads_which():
+    scenario = load_scenario(SCENARIOS / "docker-connect-refusals.yaml")
+    texts = {err for c in alternatives(scenario) for step in c.plan.steps
+             if (err := step.error) and err.startswith("Container cannot be connected to network endpoints")}
+    assert texts == {"Container cannot be connected to network endpoints: zeta, alpha",
+                     "Container cannot be connected to network endpoints: alpha, zeta"}
+    real = run(scenario)
+    real.facts = [{**f, "value": f["value"].replace("zeta, alpha", "alpha, zeta")} for f in real.facts]
+    [(key, order, _)] = real_choices(scenario, real, "docker-20.10")
+    assert key.endswith(" networks") and order == ("alpha", "zeta")
