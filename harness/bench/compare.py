@@ -4,22 +4,29 @@
 wrong with it). `Tolerances` holds the explicit limits: relative for ratios (which hardly drift on one
 machine), a wider relative one for absolute throughput and latency (which drift ~18 % over minutes on a
 noisy VM), and percentage points for UDP loss. `compare` turns two documents into `Comparison`s, one per
-metric id: baseline and current medians with their bootstrap intervals, the change, whether it lies
-outside the noise and beyond the tolerance, and a verdict. A change is a *regression* only when it goes
-the worse way, exceeds its tolerance and is outside the noise: the two 95 % intervals are disjoint when
-both runs have `min_n` rounds of the metric, else (a quick run) the current median lies outside the
-baseline's interval (the interval alone would flag harmless drift, the tolerance alone mere noise).
+metric id: baseline and current estimates with their intervals, the change, whether it lies outside the
+noise and beyond the tolerance, and a verdict. A change is a *regression* only when it goes the worse
+way, exceeds its tolerance and is outside the noise. Outside the noise means: for the primary ratio
+when both runs carry the standard error of its logarithm (`se_log`, results since issue 14) a
+two-sided z test of the log difference at the 95 % level, with the smallest change the comparison
+would find (`detectable`); for every other metric, as for older results, the
+two 95 % intervals are disjoint when both runs have `min_n` rounds of the metric, else (a quick run)
+the current estimate lies outside the baseline's interval (the interval alone would flag harmless
+drift, the tolerance alone mere noise).
 `notes` says what makes a comparison less meaningful; `exit_status` is the report's exit status.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from statistics import NormalDist
 
 from harness.bench.document import SCHEMA_ID, SCHEMA_PATH
+from harness.bench.stats import DEFAULT_CONFIDENCE, DETECT_POWER
 from harness.errors import HarnessError
 
 REGRESSION, IMPROVEMENT, OK, INFO, NEW, MISSING = "regression", "improvement", "ok", "info", "new", "missing"
@@ -95,6 +102,8 @@ class Comparison:
     beyond_tolerance: bool | None
     verdict: str
     few_rounds: bool = False  # judged by the weaker interval check: fewer than min_n rounds on a side
+    # paired ratios: the smallest true change this comparison finds with 80 % power (relative), else None
+    detectable: float | None = None
 
     @property
     def change_text(self) -> str:
@@ -109,7 +118,7 @@ class Comparison:
                 "baseline": self.baseline, "baseline_ci": list(self.baseline_ci), "current": self.current,
                 "current_ci": list(self.current_ci), "change": self.change, "outside_ci": self.outside_ci,
                 "tolerance": self.tolerance, "beyond_tolerance": self.beyond_tolerance, "verdict": self.verdict,
-                "few_rounds": self.few_rounds}
+                "few_rounds": self.few_rounds, "detectable": self.detectable}
 
 
 def _outside(value: float, low: float | None, high: float | None) -> bool | None:
@@ -118,7 +127,11 @@ def _outside(value: float, low: float | None, high: float | None) -> bool | None
     return not (low <= value <= high)
 
 
-def judge(metric_base: Mapping | None, metric_cur: Mapping | None, tolerances: Tolerances) -> Comparison:
+def judge(metric_base: Mapping | None, metric_cur: Mapping | None, tolerances: Tolerances,
+          primary: bool = False) -> Comparison:
+    """One metric's comparison; `primary`: the ratio the run was designed to measure, tested by its
+    standard errors when both sides have one (every other metric keeps the stricter disjoint intervals,
+    so that a report over dozens of them does not cry wolf)."""
     m = metric_cur or metric_base
     assert m is not None
     base = metric_base["median"] if metric_base else None
@@ -143,7 +156,22 @@ def judge(metric_base: Mapping | None, metric_cur: Mapping | None, tolerances: T
     # baseline's interval. With no interval at all (single rounds) the tolerance alone judges.
     n_base, n_cur = metric_base.get("n", 0), metric_cur.get("n", 0)
     strong = min(n_base, n_cur) >= tolerances.min_n and None not in (*bci, *cci)
-    if strong:
+    se_b, se_c = metric_base.get("se_log"), metric_cur.get("se_log")
+    detectable = None
+    if primary and se_b and se_c and base > 0 and cur > 0:
+        # Paired ratios carry the standard error of their logarithm: the change is tested as it is
+        # (a two-sided z test of the log difference at the intervals' level), which sees a change
+        # about 1.4 times smaller than disjoint intervals can, and says the smallest it would find.
+        conf = metric_cur.get("confidence", DEFAULT_CONFIDENCE)
+        z = NormalDist().inv_cdf(0.5 + conf / 2)
+        se = math.hypot(se_b, se_c)
+        outside = abs(math.log(cur / base)) > z * se
+        # flagged needs both: beyond the tolerance and beyond z standard errors; found with 80 % power
+        # when the true change exceeds the larger of the two by another 0.84 standard errors
+        floor = max(math.log1p(tol), z * se) if tol is not None else z * se
+        detectable = math.expm1(floor + NormalDist().inv_cdf(DETECT_POWER) * se)
+        strong = True
+    elif strong:
         outside = bci[1] < cci[0] or cci[1] < bci[0]  # type: ignore[operator]
     else:
         outside = _outside(cur, *bci)
@@ -157,7 +185,7 @@ def judge(metric_base: Mapping | None, metric_cur: Mapping | None, tolerances: T
             worse = change < 0 if m["better"] == "higher" else change > 0
             verdict = REGRESSION if worse else IMPROVEMENT
     return Comparison(**common, change=change, outside_ci=outside, beyond_tolerance=beyond, verdict=verdict,
-                      few_rounds=not strong)
+                      few_rounds=not strong, detectable=detectable)
 
 
 _KIND_ORDER = {"ratio": 0, "topology": 1}
@@ -179,7 +207,8 @@ def compare(current: Mapping, baseline: Mapping | None, tolerances: Tolerances =
         # Nothing to compare with: every metric is shown, and judged as nothing.
         return [replace(judge(None, cur[i], tolerances), verdict=INFO if cur[i].get("better") is None else OK)
                 for i in ordered]
-    return [judge(base.get(i), cur.get(i), tolerances) for i in ordered]
+    primary = current["stats"].get("primary")
+    return [judge(base.get(i), cur.get(i), tolerances, primary=i == primary) for i in ordered]
 
 
 def notes(current: Mapping, baseline: Mapping | None) -> list[str]:
@@ -204,7 +233,7 @@ def notes(current: Mapping, baseline: Mapping | None) -> list[str]:
             if a != b:
                 out.append(f"{key} differs: baseline {a}, current {b}; absolute figures compare machines, not code")
         pa, pc = baseline["parameters"], current["parameters"]
-        for key in ("duration", "omit", "streams", "mtu", "udp_rate", "udp_duration", "rr_count", "rr_size", "rr_pin", "quick"):
+        for key in ("duration", "omit", "streams", "mtu", "udp_rate", "udp_duration", "udp_blocks", "rr_count", "rr_size", "rr_pin", "quick"):
             if pa.get(key) != pc.get(key):
                 out.append(f"parameter {key} differs: baseline {pa.get(key)}, current {pc.get(key)}")
     return out

@@ -56,7 +56,8 @@ def test_quick_bench_measures_every_runnable_topology(quick_run):
     ids = {m["id"]: m for m in doc["stats"]["metrics"]}
     for ratio in ("macvlan/bridge", "macvlan/veth", "bridge/veth"):
         m = ids[f"tcp.gbps[{ratio}]"]
-        assert m["n"] >= 2 and m["median"] > 0 and m["ci_low"] <= m["median"] <= m["ci_high"]
+        # two rounds are too few for a 95 % interval: an estimate, and no interval rather than a meaningless one
+        assert m["n"] >= 2 and m["median"] > 0 and m["ci_low"] is None and m["half_width_pct"] is None
     assert doc["machine"]["iperf3_version"] and doc["machine"]["cpu_count"] >= 1
     assert doc["rr_floor"]["p50_us"] > 0
     assert doc["parameters"]["quick"] and doc["parameters"]["rounds"] == 2
@@ -77,7 +78,7 @@ def test_report_against_itself_passes_and_against_a_faster_baseline_fails(quick_
     for m in faster["stats"]["metrics"]:
         if m["kind"] == "topology" and m["test"] == "tcp" and m["quantity"] == "gbps":
             for key in ("median", "ci_low", "ci_high", "mean", "stdev", "min", "max"):
-                m[key] *= 1.5
+                m[key] = None if m[key] is None else m[key] * 1.5
             m["values"] = [v * 1.5 for v in m["values"]]
     baseline = tmp_path / "faster.json"
     baseline.write_text(json.dumps(faster))

@@ -20,8 +20,12 @@ def _args(*argv):
 
 def test_default_parameters_follow_the_measurements():
     p = params_from_args(_args())
-    assert (p.streams, p.mtu, p.omit, p.rounds, p.budget, p.target) == (4, 1500, 1, None, 120.0, 0.03)
-    assert p.backend == "netns"
+    # one stream, 1 s samples, nothing omitted: the steadiest ratio per second spent (docs/performance.md)
+    assert (p.streams, p.duration, p.mtu, p.omit, p.rounds, p.budget, p.target) == (1, 1, 1500, 0, None, 120.0, 0.03)
+    assert p.backend == "netns" and p.udp_blocks == 40000
+    # a UDP duration asked for replaces the default datagram count
+    assert params_from_args(_args("--udp-duration", "2")).udp_blocks is None
+    assert params_from_args(_args("--udp-blocks", "500")).udp_blocks == 500
 
 
 def test_quick_is_two_short_rounds_and_options_override():

@@ -106,15 +106,20 @@ def test_ratios_are_paired_by_round():
 
 
 def test_metric_stat_to_json_carries_interval_and_values():
+    ratios = {2: 1.10, 0: 1.12, 1: 1.14, 3: 1.11, 4: 1.13, 5: 1.12, 6: 1.09, 7: 1.15}
     m = metric_stat(id="tcp.gbps[macvlan/bridge]", kind="ratio", test="tcp", quantity="gbps", unit="ratio",
-                    better="higher", gate="ratio", numerator="macvlan", denominator="bridge",
-                    by_round={2: 1.10, 0: 1.12, 1: 1.14})
+                    better="higher", gate="ratio", numerator="macvlan", denominator="bridge", by_round=ratios)
     d = m.to_json()
-    assert d["rounds"] == [0, 1, 2] and d["values"] == [1.12, 1.14, 1.10]
-    assert d["median"] == pytest.approx(1.12)
+    assert d["rounds"] == list(range(8)) and d["values"] == [ratios[r] for r in range(8)]
+    assert d["estimator"] == "hodges-lehmann" and d["se_log"] > 0
+    assert d["median"] == pytest.approx(1.12, abs=0.002)  # the pseudo-median of the log-ratios, back on the ratio scale
     assert d["ci_low"] <= d["median"] <= d["ci_high"]
     assert d["half_width_pct"] == pytest.approx(100 * (d["ci_high"] - d["ci_low"]) / 2 / d["median"])
     assert d["numerator"] == "macvlan" and "topology" not in d
+    # three rounds give a point estimate and no interval
+    few = metric_stat(id="x", kind="ratio", test="tcp", quantity="gbps", unit="ratio", better="higher", gate="ratio",
+                      by_round={0: 1.1, 1: 1.2, 2: 1.0}).to_json()
+    assert few["ci_low"] is None and few["half_width_pct"] is None and few["median"] == pytest.approx(1.1, abs=0.01)
     assert metric_stat(id="x", kind="topology", test="tcp", quantity="gbps", unit="", better=None, gate=None,
                        by_round={}) is None
 
