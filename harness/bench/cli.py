@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="FILE", help="write the results here (default results/bench-<time>.json)")
     parser.add_argument("--save-baseline", metavar="PATH", help="also save the results as a baseline (e.g. bench/baselines/NAME.json)")
     parser.add_argument("--quick", action="store_true",
-                        help="two short rounds (well under 30 s), for CI: medians only, too few rounds for an interval")
+                        help="about 25 s, for CI: one short full round, then macvlan/bridge pairs (6-8: an interval "
+                             "for that ratio only; every other metric an estimate without one)")
     parser.add_argument("--rounds", type=int, metavar="N", help="exactly N quiet rounds (noisy ones replaced, up to 5) instead of the adaptive stop")
     parser.add_argument("--duration", type=int, metavar="S", help=f"seconds per TCP test after the omitted ones (default {d.duration})")
     parser.add_argument("--omit", type=int, metavar="S", help=f"leading seconds iperf3 omits (-O; default {d.omit})")

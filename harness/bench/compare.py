@@ -11,8 +11,9 @@ when both runs carry the standard error of its logarithm (`se_log`, results sinc
 two-sided z test of the log difference at the 95 % level, with the smallest change the comparison
 would find (`detectable`); for every other metric, as for older results, the
 two 95 % intervals are disjoint when both runs have `min_n` rounds of the metric, else (a quick run)
-the current estimate lies outside the baseline's interval (the interval alone would flag harmless
-drift, the tolerance alone mere noise).
+the change exceeds what the scatter of the baseline's rounds predicts for an estimate from that few
+rounds (95 %), or, without baseline rounds to tell, the current estimate lies outside the baseline's
+interval (the interval alone would flag harmless drift, the tolerance alone mere noise).
 `notes` says what makes a comparison less meaningful; `exit_status` is the report's exit status.
 """
 
@@ -20,13 +21,14 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from statistics import NormalDist
 
 from harness.bench.document import SCHEMA_ID, SCHEMA_PATH
-from harness.bench.stats import DEFAULT_CONFIDENCE, DETECT_POWER
+from harness.bench.stats import DEFAULT_CONFIDENCE, DETECT_POWER, MIN_INTERVAL_N
 from harness.errors import HarnessError
 
 REGRESSION, IMPROVEMENT, OK, INFO, NEW, MISSING = "regression", "improvement", "ok", "info", "new", "missing"
@@ -127,6 +129,24 @@ def _outside(value: float, low: float | None, high: float | None) -> bool | None
     return not (low <= value <= high)
 
 
+def _scatter_noise(metric_base: Mapping, n_cur: int, gate: str | None) -> float | None:
+    """The standard error of (current estimate - baseline estimate) when the current run has only
+    `n_cur` rounds: the scatter of the baseline's rounds (logarithms, or percentage points) over
+    sqrt(n_cur), a median of three or more being 1.25 times less precise than a mean, and the
+    baseline's own error. None without enough baseline rounds to know the scatter."""
+    values = [float(v) for v in metric_base.get("values") or []]
+    if len(values) < MIN_INTERVAL_N or n_cur < 1:
+        return None
+    if gate != "points":
+        if min(values) <= 0:
+            return None
+        values = [math.log(v) for v in values]
+    sd = statistics.stdev(values)
+    cur = sd / math.sqrt(n_cur) * (1.2533 if n_cur >= 3 else 1.0)
+    base = sd / math.sqrt(len(values)) * 1.2533
+    return math.hypot(cur, base)
+
+
 def judge(metric_base: Mapping | None, metric_cur: Mapping | None, tolerances: Tolerances,
           primary: bool = False) -> Comparison:
     """One metric's comparison; `primary`: the ratio the run was designed to measure, tested by its
@@ -174,9 +194,18 @@ def judge(metric_base: Mapping | None, metric_cur: Mapping | None, tolerances: T
     elif strong:
         outside = bci[1] < cci[0] or cci[1] < bci[0]  # type: ignore[operator]
     else:
-        outside = _outside(cur, *bci)
-        if outside is None:
-            outside = _outside(base, *cci)
+        noise = _scatter_noise(metric_base, n_cur, gate)
+        if noise is not None and (gate == "points" or (base > 0 and cur > 0)):
+            # Too few rounds on the current side for an interval of its own: its estimate's noise is
+            # predicted from the scatter of the baseline's rounds (one round of a ratio scatters ~15 %,
+            # far more than the baseline's interval, which would call every such change real).
+            diff = cur - base if gate == "points" else math.log(cur / base)
+            conf = metric_base.get("confidence", DEFAULT_CONFIDENCE)
+            outside = abs(diff) > NormalDist().inv_cdf(0.5 + conf / 2) * noise
+        else:
+            outside = _outside(cur, *bci)
+            if outside is None:
+                outside = _outside(base, *cci)
     beyond = None if tol is None or change is None else abs(change) > tol
     verdict = INFO
     if m.get("better") and change is not None:

@@ -106,7 +106,8 @@ def _rule_text(t: Tolerances) -> str:
             f"throughput/latency ±{100 * t.absolute:g} %, UDP loss ±{t.points:g} pp) that is also outside the noise: "
             f"for paired ratios with a standard error on both sides, a z test of the log change at 95 %; else "
             f"disjoint 95 % intervals when both runs have at least {t.min_n} rounds of the metric, else (marked *) "
-            f"the current estimate outside the baseline's interval.")
+            f"a change beyond what the baseline's round-to-round scatter predicts for so few rounds (or, without "
+            f"baseline rounds, the current estimate outside the baseline's interval).")
 
 
 def _detectable_text(comparisons: Sequence[Comparison], current: Mapping) -> str | None:

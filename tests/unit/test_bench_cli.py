@@ -28,9 +28,10 @@ def test_default_parameters_follow_the_measurements():
     assert params_from_args(_args("--udp-blocks", "500")).udp_blocks == 500
 
 
-def test_quick_is_two_short_rounds_and_options_override():
+def test_quick_is_one_full_round_then_pairs_in_25_s_and_options_override():
     p = params_from_args(_args("--quick"))
-    assert p.quick and p.rounds == 2 and p.duration == 1 and p.budget is None
+    assert p.quick and p.rounds is None and p.full_rounds == 1 and p.duration == 1 and p.budget == 25.0
+    assert p.min_rounds == 6  # the target may stop it only once the ratio has an interval
     p = params_from_args(_args("--quick", "--streams", "2", "--topologies", "macvlan,bridge", "--target", "5"))
     assert p.streams == 2 and p.topologies == ("macvlan", "bridge") and p.target == pytest.approx(0.05)
     p = params_from_args(_args("--rounds", "7"))

@@ -160,3 +160,19 @@ def test_the_report_tests_the_primary_ratio_by_its_standard_errors():
     # an old baseline without se_log is judged as before (disjoint intervals)
     old = _metric(1.07, None)
     assert judge(old, _metric(1.07 * 0.92, se), tol, primary=True).detectable is None
+
+
+def test_a_quick_run_is_judged_against_the_scatter_of_the_baselines_rounds_not_its_interval():
+    rng = random.Random(8)
+    values = _pairs(rng, 40, drift=False)
+    est = paired_ratio_ci(values)
+    baseline = dict(_metric(est.interval.estimate, est.se_log), id="tcp.gbps[bridge/veth]", values=values)
+    baseline["ci_low"], baseline["ci_high"] = est.interval.low, est.interval.high
+    tol = Tolerances()
+    # one round 12 % below: outside the baseline's +-3 % interval, but one round scatters 10 % (SD_LOG)
+    one = dict(_metric(est.interval.estimate * 0.88, None, n=1), ci_low=None, ci_high=None)
+    c = judge(baseline, one, tol)
+    assert c.few_rounds and not c.outside_ci and c.verdict == OK
+    assert not (baseline["ci_low"] <= one["median"] <= baseline["ci_high"])  # the old check would have cried wolf
+    # 35 % below is more than one round's scatter explains: a regression
+    assert judge(baseline, dict(one, median=est.interval.estimate * 0.65), tol).verdict == REGRESSION
