@@ -353,11 +353,12 @@ class StopRule:
         return self.rounds is None and quiet >= self.min_rounds and half_width is not None and half_width <= self.target
 
 
-def usable_rounds(noisy: Sequence[bool], min_quiet: int = 2) -> tuple[list[int], bool]:
+def usable_rounds(noisy: Sequence[bool], min_quiet: int = MIN_INTERVAL_N) -> tuple[list[int], bool]:
     """Indices of the rounds the statistics use, and whether noisy ones are among them.
 
-    Quiet rounds only, as long as there are at least `min_quiet` of them (an interval needs two); a
-    machine that stayed busy throughout gets statistics over every round, and the results say so.
+    Quiet rounds only, as long as there are at least `min_quiet` of them (the fewest with an interval);
+    a machine that stayed busy for nearly all of them gets statistics over every round, and the results
+    say so (a handful of quiet rounds would throw away most of what was measured for no interval at all).
     """
     quiet = [i for i, n in enumerate(noisy) if not n]
     if len(quiet) >= min_quiet:

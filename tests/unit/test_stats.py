@@ -164,8 +164,9 @@ def test_noise_rule_flags_a_busy_machine_and_steal():
 
 
 def test_usable_rounds_leave_noisy_ones_out_while_enough_quiet_ones_exist():
-    assert usable_rounds([False, True, False]) == ([0, 2], False)
-    assert usable_rounds([True, True, False]) == ([0, 1, 2], True)  # one quiet round cannot make an interval
+    assert usable_rounds([False] * 6 + [True, False]) == ([0, 1, 2, 3, 4, 5, 7], False)
+    # five quiet rounds cannot make an interval: every round is used, and the results say so
+    assert usable_rounds([False, True, False, False, False, False]) == ([0, 1, 2, 3, 4, 5], True)
     assert usable_rounds([]) == ([], False)
 
 
