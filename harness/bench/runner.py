@@ -3,9 +3,10 @@ and one request/response server per topology running, and runs rounds: every tes
 order rotated each round (`rotated`), so that ratios are taken between measurements seconds apart.
 
 Before each round it measures the idle machine (/proc/stat) and waits a little for somebody else's load to
-pass; a round that was noisy anyway is flagged, left out of the statistics and replaced. An adaptive run,
-once it has a few full rounds, focuses on TCP macvlan/bridge and stops (`harness.bench.stats.StopRule`)
-when that ratio's interval is narrow enough or the time budget is spent. `Progress` is what the runner
+pass; a round that was noisy anyway is flagged, left out of the statistics and replaced. An adaptive run
+spends its time on pairs, TCP macvlan then bridge or bridge then macvlan, with a few full rounds (every
+test on every topology) spread over its budget (`_round_plan`), and stops (`harness.bench.stats.StopRule`)
+when the macvlan/bridge interval is narrow enough and the full rounds are in, or the budget is spent. `Progress` is what the runner
 tells its display (`RichProgress`: a bar on stderr); `BenchRunner.document` gives the results document.
 """
 
