@@ -254,7 +254,10 @@ def main(args: argparse.Namespace) -> int:
                           f"{'unknown' if hw is None else f'{hw:.1f} %'} (target {doc['stop']['target_pct']:.0f} %); "
                           f"{escape(doc['stop']['reason'])}")
     noisy = [r["index"] + 1 for r in doc["rounds"] if r["noisy"]]
-    if doc["stats"]["includes_noisy"]:
+    if doc["stats"]["includes_noisy"] and doc["stop"]["adaptive"]:
+        out_console.print(f"{len(noisy)} of {len(doc['rounds'])} rounds began on a busy machine (kept: pairs cancel "
+                          f"the load both samples saw; see rounds\\[].noise_reasons)")
+    elif doc["stats"]["includes_noisy"]:
         out_console.print(f"[yellow]the machine stayed busy[/yellow]: the statistics include noisy rounds "
                           f"{', '.join(map(str, noisy))} (see rounds\\[].noise_reasons)")
     elif noisy:

@@ -252,7 +252,8 @@ def notes(current: Mapping, baseline: Mapping | None) -> list[str]:
             out.append(f"{label}: precision target not reached (half-width "
                        f"{'unknown' if hw is None else f'{hw:.1f} %'}, target {stop['target_pct']:.0f} %): {stop['reason']}")
         if doc["stats"]["includes_noisy"]:
-            out.append(f"{label}: the machine stayed busy; its statistics include noisy rounds")
+            noisy = sum(1 for r in doc["rounds"] if r["noisy"])
+            out.append(f"{label}: {noisy} of {len(doc['rounds'])} rounds began on a busy machine; its statistics include them")
         for t in doc["topologies"]:
             if t["status"] != "ran":
                 out.append(f"{label}: {t['name']} {t['status']}: {t['reason']}")

@@ -140,7 +140,7 @@ def build_document(params: BenchParams, *, topologies: Sequence[TopologyStatus],
     of the topologies that ran, and the machine and parameters they were measured with."""
     p = params
     ran = [t.name for t in topologies if t.status == "ran"]
-    used, includes_noisy = usable_rounds([r.noisy for r in rounds])
+    used, includes_noisy = usable_rounds([r.noisy for r in rounds], keep_noisy=p.rounds is None)
     stats = compute_stats(samples, ran, used, seed=p.seed, confidence=p.confidence, resamples=p.resamples)
     primary = primary_id(ran)
     prim = next((m for m in stats if m.id == primary), None)
@@ -176,7 +176,7 @@ def build_document(params: BenchParams, *, topologies: Sequence[TopologyStatus],
             "target_pct": 100 * p.target,
             "half_width_pct": None if half is None else 100 * half,
             "detectable_change_pct": None if detectable is None else 100 * detectable,
-            "target_reached": p.stop_rule().reached(sum(not r.noisy for r in rounds), half),
+            "target_reached": p.stop_rule().reached(len(used), half),
             "used_rounds": len(used),
             "total_rounds": len(rounds),
         },

@@ -3,7 +3,8 @@ and one request/response server per topology running, and runs rounds: every tes
 order rotated each round (`rotated`), so that ratios are taken between measurements seconds apart.
 
 Before each round it measures the idle machine (/proc/stat) and waits a little for somebody else's load to
-pass; a round that was noisy anyway is flagged, left out of the statistics and replaced. An adaptive run
+pass; a round that was noisy anyway is flagged (a fixed-rounds run leaves it out of the statistics and
+replaces it; an adaptive run keeps it, see `harness.bench.stats.usable_rounds`). An adaptive run
 spends its time on pairs, TCP macvlan then bridge or bridge then macvlan, with a few full rounds (every
 test on every topology) spread over its budget (`_round_plan`), and stops (`harness.bench.stats.StopRule`)
 when the macvlan/bridge interval is narrow enough and the full rounds are in, or the budget is spent. `Progress` is what the runner
@@ -294,7 +295,7 @@ class BenchRunner:
 
     def used_rounds(self) -> tuple[list[int], bool]:
         """The rounds the statistics use, and whether noisy ones had to be included (see usable_rounds)."""
-        return usable_rounds([r.noisy for r in self.rounds])
+        return usable_rounds([r.noisy for r in self.rounds], keep_noisy=self.params.rounds is None)
 
     def rounds_in_stats(self) -> list[int]:
         return self.used_rounds()[0]
@@ -361,8 +362,7 @@ class BenchRunner:
             time.sleep(0.3)
 
     def _full_rounds_done(self, names: Sequence[str]) -> int:
-        """Full rounds (every test on every topology) the statistics use: quiet ones, or every one on a
-        machine that never was quiet."""
+        """Full rounds (every test on every topology) the statistics use."""
         used = set(self.rounds_in_stats())
         return sum(1 for r in self.rounds
                    if r.index in used and len(r.order) == len(names) and len(r.tests) == len(self.params.tests))
@@ -405,7 +405,7 @@ class BenchRunner:
         durations: dict[bool, list[float]] = {True: [], False: []}  # seconds per round: full, focused
         while True:
             half = self._half_width(primary)
-            quiet = sum(not r.noisy for r in self.rounds)
+            quiet = len(self.rounds_in_stats())
             target_met = rule.reached(quiet, half)
             tests, order = self._round_plan(names, index, self.clock() - t_first, slot, target_met)
             full = len(tests) == len(p.tests) and len(order) == len(names)

@@ -323,3 +323,20 @@ def test_a_budget_stop_says_what_the_target_would_need(monkeypatch):
     assert reason.startswith("time budget") and "per-pair scatter of tcp.gbps[macvlan/bridge] is" in reason
     needed = int(re.search(r"needs about (\d+) pairs \(~\d+ s at [\d.]+ s per pair\)", reason).group(1))
     assert needed > 1000  # +-20 % scatter and a 0.1 % target
+
+
+def test_an_adaptive_run_on_a_busy_machine_keeps_its_pairs_and_runs_each_full_round_once(monkeypatch):
+    monkeypatch.setattr(bench_runner.shutil, "which", lambda name: "/usr/bin/" + name)
+    busy = NoiseRule(max_busy_before=-1.0)  # every round begins "on a busy machine"
+    params = BenchParams(rounds=None, min_rounds=2, full_rounds=3, budget=60.0, target=1e-9, load_window=0.0,
+                         pair_load_window=0.0, quiet_wait=0.0, noise=busy, rr_count=20, rr_warmup=2,
+                         topologies=("macvlan", "bridge", "veth"))
+    runner = BenchRunner(params, ScriptedBackend(vary=True))
+    _timed(monkeypatch, runner)
+    runner.run()
+    doc = runner.document(0.0, 60.0)
+    assert all(r["noisy"] for r in doc["rounds"])
+    assert sum(r["tests"] == ["tcp", "udp", "rr"] for r in doc["rounds"]) == 3  # not re-run because noisy
+    assert doc["stats"]["rounds_used"] == list(range(len(doc["rounds"]))) and doc["stats"]["includes_noisy"]
+    ratio = next(m for m in doc["stats"]["metrics"] if m["id"] == "tcp.gbps[macvlan/bridge]")
+    assert ratio["n"] == len(doc["rounds"]) and ratio["ci_low"] is not None

@@ -168,6 +168,8 @@ def test_usable_rounds_leave_noisy_ones_out_while_enough_quiet_ones_exist():
     # five quiet rounds cannot make an interval: every round is used, and the results say so
     assert usable_rounds([False, True, False, False, False, False]) == ([0, 1, 2, 3, 4, 5], True)
     assert usable_rounds([]) == ([], False)
+    # an adaptive run keeps every round (its pairs cancel the load), and says that noisy ones are in
+    assert usable_rounds([False] * 6 + [True, False], keep_noisy=True) == (list(range(8)), True)
 
 
 def test_stop_rule_adaptive_waits_for_min_rounds_then_the_target():
@@ -192,10 +194,10 @@ def test_stop_rule_fixed_rounds_replaces_noisy_ones_up_to_a_limit():
     assert "maximum" in StopRule(max_rounds=4, budget=None).decide(0, 4, None, 0, 1)
 
 
-def test_stop_rule_does_not_trust_a_narrow_interval_from_too_few_quiet_rounds():
+def test_stop_rule_does_not_trust_a_narrow_interval_from_too_few_usable_rounds():
     rule = StopRule(target=0.03, budget=120, min_rounds=5)
     reason = rule.decide(2, 7, 0.022, 118, 17)
-    assert "only 2 of 7 rounds were quiet" in reason
+    assert "only 2 rounds (5 needed to trust an interval)" in reason
     assert not rule.reached(2, 0.022)
     assert rule.reached(5, 0.022) and not rule.reached(5, 0.04)
     assert not StopRule(rounds=3).reached(3, 0.0)  # a fixed-rounds run has no target to reach
