@@ -336,7 +336,8 @@ class StopRule:
             return f"target reached: half-width {half_width:.2%} <= {self.target:.2%}"
         if total >= self.max_rounds:
             return f"stopped at the maximum of {self.max_rounds} rounds"
-        if self.budget is not None and elapsed + next_round_estimate + self.reserve > self.budget:
+        # The first round always runs: a slow set-up (a TCG guest) must not leave a run with nothing.
+        if self.budget is not None and total and elapsed + next_round_estimate + self.reserve > self.budget:
             reason = f"time budget: another round (~{next_round_estimate:.0f} s) would not fit in {self.budget:.0f} s"
             if self.rounds is None and quiet < self.min_rounds:
                 reason += f"; only {quiet} rounds ({self.min_rounds} needed to trust an interval)"

@@ -181,6 +181,7 @@ def test_stop_rule_adaptive_waits_for_min_rounds_then_the_target():
 
 def test_stop_rule_budget_says_what_was_reached():
     rule = StopRule(target=0.03, budget=120, min_rounds=5)
+    assert rule.decide(0, 0, None, 130, 0) is None  # a set-up longer than the budget still gets one round
     reason = rule.decide(9, 9, 0.046, 112, 12)
     assert reason.startswith("time budget") and "4.60%" in reason
 
