@@ -57,3 +57,15 @@ def test_the_vm_guest_gets_every_option_given_except_this_machines_own():
     guest = _args("--backend", "netns", "--json", "/out/bench.json", "-q", *words)
     assert params_from_args(guest) == dataclasses.replace(params_from_args(args), backend="netns")
     assert cli._forwarded(_args()) == []
+
+
+def test_the_summary_says_what_the_run_can_detect_or_why_it_cannot():
+    metric = {"id": "tcp.gbps[macvlan/bridge]", "kind": "ratio", "ci_low": 1.05, "ci_high": 1.11}
+    doc = {"stats": {"primary": "tcp.gbps[macvlan/bridge]", "metrics": [metric]},
+           "stop": {"detectable_change_pct": 6.1}}
+    text = cli.summary_caption(doc)
+    assert "tcp.gbps[macvlan/bridge] this run can detect: 6.1 %" in text and "fewer than 6" not in text
+    few = {"stats": {"primary": "tcp.gbps[macvlan/bridge]", "metrics": [dict(metric, ci_low=None, ci_high=None)]},
+           "stop": {"detectable_change_pct": None}}
+    text = cli.summary_caption(few)
+    assert "fewer than 6 rounds" in text and "no interval, so no detectable change" in text
