@@ -57,7 +57,7 @@ class BenchParams:
     rr_size: int = 1
     rr_pin: bool = True  # client and server of the probe on one CPU: measures the path, not IPI wake-ups
     rounds: int | None = None  # fixed number of quiet rounds; None = adaptive
-    min_rounds: int = 10  # adaptive: pairs (quiet rounds) before the target may stop the run
+    min_rounds: int = 10  # adaptive: rounds (pairs) before the target may stop the run
     max_rounds: int = 400
     # adaptive: full rounds (every test, every topology), spread over the budget; six, the fewest that
     # give every other metric an interval (stats.MIN_INTERVAL_N), so none is judged on a bare median
