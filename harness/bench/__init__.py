@@ -5,9 +5,10 @@ Modules, in the order a run uses them:
 
 - `params`: `BenchParams` (what a run measures, `QUICK` for CI), `BenchError`, `BenchUnavailable`;
 - `topologies`: `Topology` and `TOPOLOGIES`, the plan operations connecting the endpoints `a` and `b`;
-- `runner`: `BenchRunner` (sessions, servers, interleaved rounds, the adaptive stop), `Progress`;
+- `runner`: `BenchRunner` (sessions, servers, macvlan/bridge pairs and spread full rounds, the adaptive stop), `Progress`;
 - `parse`: iperf3 and probe output as `TcpResult`, `UdpResult`, `RrResult`, each in a `Sample`;
-- `stats`: medians, bootstrap intervals, machine load, `NoiseRule`, `StopRule` (pure, seeded);
+- `stats`: paired ratios (Hodges-Lehmann, signed-rank interval, detectable change), medians with bootstrap
+  intervals, machine load, `NoiseRule`, `StopRule` (pure, seeded);
 - `metrics`: which statistics the samples yield (`compute_stats`, `primary_id`);
 - `document`: the results JSON (`build_document`, `SCHEMA_ID`, `SCHEMA_PATH`: docs/bench-schema.json);
 - `cli`: the `harness bench` command (`add_arguments`, `main`, also with `--backend vm`);

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from harness.bench.document import validate_document, write_document
 from harness.bench.params import ALL_TESTS, QUICK, BenchParams, BenchUnavailable
 from harness.bench.runner import BenchRunner, RichProgress
+from harness.bench.stats import MIN_INTERVAL_N
 from harness.bench.topologies import TOPOLOGIES
 from harness.errors import BackendUnavailable, HarnessError
 
@@ -31,14 +32,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           "interleave the topologies, until the macvlan/bridge ratio is known to the target precision.")
     parser.add_argument("--json", metavar="FILE", help="write the results here (default results/bench-<time>.json)")
     parser.add_argument("--save-baseline", metavar="PATH", help="also save the results as a baseline (e.g. bench/baselines/NAME.json)")
-    parser.add_argument("--quick", action="store_true", help="two short rounds (well under 30 s), for CI")
+    parser.add_argument("--quick", action="store_true",
+                        help="about 25 s, for CI: one short full round, then macvlan/bridge pairs (6-8: an interval "
+                             "for that ratio only; every other metric an estimate without one)")
     parser.add_argument("--rounds", type=int, metavar="N", help="exactly N quiet rounds (noisy ones replaced, up to 5) instead of the adaptive stop")
     parser.add_argument("--duration", type=int, metavar="S", help=f"seconds per TCP test after the omitted ones (default {d.duration})")
     parser.add_argument("--omit", type=int, metavar="S", help=f"leading seconds iperf3 omits (-O; default {d.omit})")
     parser.add_argument("--streams", type=int, metavar="N", help=f"parallel TCP streams (-P; default {d.streams})")
     parser.add_argument("--mtu", type=int, metavar="N", help=f"MTU of every link of every topology (default {d.mtu})")
     parser.add_argument("--udp-rate", metavar="RATE", help=f"UDP sending rate, iperf3 -b syntax (default {d.udp_rate})")
-    parser.add_argument("--udp-duration", type=int, metavar="S", help=f"seconds per UDP test (default {d.udp_duration})")
+    parser.add_argument("--udp-duration", type=int, metavar="S", help="seconds per UDP test (default: --udp-blocks)")
+    parser.add_argument("--udp-blocks", type=int, metavar="N",
+                        help=f"datagrams per UDP test (iperf3 -k; default {d.udp_blocks}, ~0.5 s at 1 Gbit/s)")
     parser.add_argument("--rr-count", type=int, metavar="N", help=f"timed request/response transactions per test (default {d.rr_count})")
     parser.add_argument("--no-rr-pin", action="store_true",
                         help="do not put the request/response client and server on one CPU (then wake-ups dominate)")
@@ -48,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"stop once the macvlan/bridge 95%% CI half-width is at most PCT %% (default {100 * d.target:.0f})")
     parser.add_argument("--min-rounds", type=int, metavar="N", help=f"rounds before the adaptive stop may stop (default {d.min_rounds})")
     parser.add_argument("--full-rounds", type=int, metavar="N",
-                        help=f"adaptive: rounds of every test on every topology before focusing on TCP macvlan/bridge (default {d.full_rounds})")
+                        help=f"adaptive: rounds of every test on every topology, spread over the budget; the others are "
+                             f"TCP pairs of macvlan and bridge (default {d.full_rounds})")
     parser.add_argument("--no-focus", action="store_true", help="adaptive: run every test on every topology in every round")
     parser.add_argument("--tests", metavar="LIST", help=f"comma-separated tests from {','.join(ALL_TESTS)} (default all)")
     parser.add_argument("--topologies", metavar="LIST", help=f"comma-separated, from {','.join(TOPOLOGIES)} (default all)")
@@ -115,6 +121,7 @@ def _main_in_vm(args: argparse.Namespace, err, kernel: str | None = None) -> int
 
     console = Console(highlight=False, soft_wrap=True)
     console.print(summary_table(doc))
+    console.print(summary_caption(doc), markup=False)
     for t in doc["topologies"]:
         if t["status"] != "ran":
             console.print(f"{t['name']}: {t['status']} — {t['reason']}", markup=False)
@@ -133,6 +140,10 @@ def params_from_args(args: argparse.Namespace) -> BenchParams:
         v = getattr(args, attr, None)
         if v is not None:
             values[key] = v
+    if getattr(args, "udp_duration", None) is not None:
+        values["udp_blocks"] = None  # a duration asked for replaces the default datagram count
+    if getattr(args, "udp_blocks", None) is not None:
+        values["udp_blocks"] = args.udp_blocks
     if getattr(args, "target", None) is not None:
         values["target"] = args.target / 100
     if getattr(args, "no_rr_pin", False):
@@ -162,8 +173,8 @@ def _check(p: BenchParams) -> None:
         raise BenchUnavailable(f"unknown test {', '.join(bad) or '(none)'}; valid tests: {', '.join(ALL_TESTS)}")
     if p.duration < 1 or p.udp_duration < 1 or p.omit < 0:
         raise BenchUnavailable("--duration and --udp-duration are whole seconds >= 1 (iperf3 -t 0 means forever)")
-    if p.streams < 1 or (p.rounds is not None and p.rounds < 1) or p.rr_count < 1:
-        raise BenchUnavailable("--streams, --rounds and --rr-count must be at least 1")
+    if p.streams < 1 or (p.rounds is not None and p.rounds < 1) or p.rr_count < 1 or (p.udp_blocks is not None and p.udp_blocks < 1):
+        raise BenchUnavailable("--streams, --rounds, --rr-count and --udp-blocks must be at least 1")
 
 
 def summary_table(doc: Mapping):
@@ -171,8 +182,9 @@ def summary_table(doc: Mapping):
     from rich.text import Text
 
     stop = doc["stop"]
-    table = Table(title=f"bench: {stop['used_rounds']} rounds in {doc['wall_seconds']:.0f} s — {stop['reason']}")
-    for col in ("metric", "median", "95% CI", "±", "n"):
+    # Text, not markup: metric ids in the reason ([macvlan/bridge]) would be taken for rich tags
+    table = Table(title=Text(f"bench: {stop['used_rounds']} rounds in {doc['wall_seconds']:.0f} s — {stop['reason']}"))
+    for col in ("metric", "estimate", "95% CI", "±", "n"):
         table.add_column(col, justify="left" if col == "metric" else "right")
     for m in doc["stats"]["metrics"]:
         if m["kind"] != "ratio" and m["quantity"] not in ("gbps", "loss_pct", "p50_us"):
@@ -181,6 +193,22 @@ def summary_table(doc: Mapping):
         hw = "-" if m["half_width_pct"] is None else f"{m['half_width_pct']:.1f}%"
         table.add_row(Text(m["id"]), f"{m['median']:.3f} {m['unit'] if m['unit'] != 'ratio' else ''}".strip(), ci, hw, str(m["n"]))
     return table
+
+
+def summary_caption(doc: Mapping) -> str:
+    """What the table's figures are and, for the primary ratio, the smallest change the run could detect."""
+    lines = ["ratios: Hodges-Lehmann estimate of per-pair log-ratios, exact signed-rank 95 % interval; "
+             "topologies: median, bootstrap 95 % interval"]
+    if any(m["ci_low"] is None for m in doc["stats"]["metrics"]):
+        lines.append(f"'-': fewer than {MIN_INTERVAL_N} rounds of that metric, too few for a 95 % interval")
+    det = doc["stop"].get("detectable_change_pct")
+    primary = doc["stats"].get("primary")
+    if primary and det is not None:
+        lines.append(f"smallest change of {primary} this run can detect: {det:.1f} % (95 % confidence, 80 % power, "
+                     f"against a baseline as precise as this run)")
+    elif primary:
+        lines.append(f"{primary}: no interval, so no detectable change can be given")
+    return "\n".join(lines)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -216,6 +244,7 @@ def main(args: argparse.Namespace) -> int:
         return 1
     out_console = Console(highlight=False, soft_wrap=True)
     out_console.print(summary_table(doc))
+    out_console.print(summary_caption(doc), markup=False)
     for t in doc["topologies"]:
         if t["status"] != "ran":
             out_console.print(f"{t['name']}: {t['status']} — {t['reason']}", markup=False)
@@ -225,7 +254,10 @@ def main(args: argparse.Namespace) -> int:
                           f"{'unknown' if hw is None else f'{hw:.1f} %'} (target {doc['stop']['target_pct']:.0f} %); "
                           f"{escape(doc['stop']['reason'])}")
     noisy = [r["index"] + 1 for r in doc["rounds"] if r["noisy"]]
-    if doc["stats"]["includes_noisy"]:
+    if doc["stats"]["includes_noisy"] and doc["stop"]["adaptive"]:
+        out_console.print(f"{len(noisy)} of {len(doc['rounds'])} rounds began on a busy machine (kept: pairs cancel "
+                          f"the load both samples saw; see rounds\\[].noise_reasons)")
+    elif doc["stats"]["includes_noisy"]:
         out_console.print(f"[yellow]the machine stayed busy[/yellow]: the statistics include noisy rounds "
                           f"{', '.join(map(str, noisy))} (see rounds\\[].noise_reasons)")
     elif noisy:
@@ -276,7 +308,7 @@ def ratios_by_kernel(docs: Mapping[str, Mapping]):
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title="bench ratios per kernel (median [95 % CI])")
+    table = Table(title="bench ratios per kernel (estimate [95 % CI])")
     table.add_column("ratio")
     ids: list[str] = []
     for kernel, doc in docs.items():

@@ -4,22 +4,31 @@
 wrong with it). `Tolerances` holds the explicit limits: relative for ratios (which hardly drift on one
 machine), a wider relative one for absolute throughput and latency (which drift ~18 % over minutes on a
 noisy VM), and percentage points for UDP loss. `compare` turns two documents into `Comparison`s, one per
-metric id: baseline and current medians with their bootstrap intervals, the change, whether it lies
-outside the noise and beyond the tolerance, and a verdict. A change is a *regression* only when it goes
-the worse way, exceeds its tolerance and is outside the noise: the two 95 % intervals are disjoint when
-both runs have `min_n` rounds of the metric, else (a quick run) the current median lies outside the
-baseline's interval (the interval alone would flag harmless drift, the tolerance alone mere noise).
+metric id: baseline and current estimates with their intervals, the change, whether it lies outside the
+noise and beyond the tolerance, and a verdict. A change is a *regression* only when it goes the worse
+way, exceeds its tolerance and is outside the noise. Outside the noise means: for the primary ratio
+when both runs carry the standard error of its logarithm (`se_log`, results since issue 14) a
+two-sided z test of the log difference at the 95 % level, with the smallest change the comparison
+would find (`detectable`); for every other metric, as for older results, the
+two 95 % intervals are disjoint when both runs have `min_n` rounds of the metric, else (a quick run)
+the change exceeds what the scatter of the baseline's rounds predicts for an estimate from that few
+rounds (95 %), or, without baseline rounds to tell, the current estimate lies outside the baseline's
+interval (the interval alone would flag harmless drift, the tolerance alone mere noise).
 `notes` says what makes a comparison less meaningful; `exit_status` is the report's exit status.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from statistics import NormalDist
 
 from harness.bench.document import SCHEMA_ID, SCHEMA_PATH
+from harness.bench.stats import DEFAULT_CONFIDENCE, DETECT_POWER, MIN_INTERVAL_N
 from harness.errors import HarnessError
 
 REGRESSION, IMPROVEMENT, OK, INFO, NEW, MISSING = "regression", "improvement", "ok", "info", "new", "missing"
@@ -95,6 +104,8 @@ class Comparison:
     beyond_tolerance: bool | None
     verdict: str
     few_rounds: bool = False  # judged by the weaker interval check: fewer than min_n rounds on a side
+    # paired ratios: the smallest true change this comparison finds with 80 % power (relative), else None
+    detectable: float | None = None
 
     @property
     def change_text(self) -> str:
@@ -109,7 +120,7 @@ class Comparison:
                 "baseline": self.baseline, "baseline_ci": list(self.baseline_ci), "current": self.current,
                 "current_ci": list(self.current_ci), "change": self.change, "outside_ci": self.outside_ci,
                 "tolerance": self.tolerance, "beyond_tolerance": self.beyond_tolerance, "verdict": self.verdict,
-                "few_rounds": self.few_rounds}
+                "few_rounds": self.few_rounds, "detectable": self.detectable}
 
 
 def _outside(value: float, low: float | None, high: float | None) -> bool | None:
@@ -118,7 +129,29 @@ def _outside(value: float, low: float | None, high: float | None) -> bool | None
     return not (low <= value <= high)
 
 
-def judge(metric_base: Mapping | None, metric_cur: Mapping | None, tolerances: Tolerances) -> Comparison:
+def _scatter_noise(metric_base: Mapping, n_cur: int, gate: str | None) -> float | None:
+    """The standard error of (current estimate - baseline estimate) when the current run has only
+    `n_cur` rounds: the scatter of the baseline's rounds (logarithms, or percentage points) over
+    sqrt(n_cur), a median of three or more being 1.25 times less precise than a mean, and the
+    baseline's own error. None without enough baseline rounds to know the scatter."""
+    values = [float(v) for v in metric_base.get("values") or []]
+    if len(values) < MIN_INTERVAL_N or n_cur < 1:
+        return None
+    if gate != "points":
+        if min(values) <= 0:
+            return None
+        values = [math.log(v) for v in values]
+    sd = statistics.stdev(values)
+    cur = sd / math.sqrt(n_cur) * (1.2533 if n_cur >= 3 else 1.0)
+    base = sd / math.sqrt(len(values)) * 1.2533
+    return math.hypot(cur, base)
+
+
+def judge(metric_base: Mapping | None, metric_cur: Mapping | None, tolerances: Tolerances,
+          primary: bool = False) -> Comparison:
+    """One metric's comparison; `primary`: the ratio the run was designed to measure, tested by its
+    standard errors when both sides have one (every other metric keeps the stricter disjoint intervals,
+    so that a report over dozens of them does not cry wolf)."""
     m = metric_cur or metric_base
     assert m is not None
     base = metric_base["median"] if metric_base else None
@@ -143,12 +176,36 @@ def judge(metric_base: Mapping | None, metric_cur: Mapping | None, tolerances: T
     # baseline's interval. With no interval at all (single rounds) the tolerance alone judges.
     n_base, n_cur = metric_base.get("n", 0), metric_cur.get("n", 0)
     strong = min(n_base, n_cur) >= tolerances.min_n and None not in (*bci, *cci)
-    if strong:
+    se_b, se_c = metric_base.get("se_log"), metric_cur.get("se_log")
+    detectable = None
+    if primary and se_b and se_c and base > 0 and cur > 0:
+        # Paired ratios carry the standard error of their logarithm: the change is tested as it is
+        # (a two-sided z test of the log difference at the intervals' level), which sees a change
+        # about 1.4 times smaller than disjoint intervals can, and says the smallest it would find.
+        conf = metric_cur.get("confidence", DEFAULT_CONFIDENCE)
+        z = NormalDist().inv_cdf(0.5 + conf / 2)
+        se = math.hypot(se_b, se_c)
+        outside = abs(math.log(cur / base)) > z * se
+        # flagged needs both: beyond the tolerance and beyond z standard errors; found with 80 % power
+        # when the true change exceeds the larger of the two by another 0.84 standard errors
+        floor = max(math.log1p(tol), z * se) if tol is not None else z * se
+        detectable = math.expm1(floor + NormalDist().inv_cdf(DETECT_POWER) * se)
+        strong = True
+    elif strong:
         outside = bci[1] < cci[0] or cci[1] < bci[0]  # type: ignore[operator]
     else:
-        outside = _outside(cur, *bci)
-        if outside is None:
-            outside = _outside(base, *cci)
+        noise = _scatter_noise(metric_base, n_cur, gate)
+        if noise is not None and (gate == "points" or (base > 0 and cur > 0)):
+            # Too few rounds on the current side for an interval of its own: its estimate's noise is
+            # predicted from the scatter of the baseline's rounds (one round of a ratio scatters ~15 %,
+            # far more than the baseline's interval, which would call every such change real).
+            diff = cur - base if gate == "points" else math.log(cur / base)
+            conf = metric_base.get("confidence", DEFAULT_CONFIDENCE)
+            outside = abs(diff) > NormalDist().inv_cdf(0.5 + conf / 2) * noise
+        else:
+            outside = _outside(cur, *bci)
+            if outside is None:
+                outside = _outside(base, *cci)
     beyond = None if tol is None or change is None else abs(change) > tol
     verdict = INFO
     if m.get("better") and change is not None:
@@ -157,7 +214,7 @@ def judge(metric_base: Mapping | None, metric_cur: Mapping | None, tolerances: T
             worse = change < 0 if m["better"] == "higher" else change > 0
             verdict = REGRESSION if worse else IMPROVEMENT
     return Comparison(**common, change=change, outside_ci=outside, beyond_tolerance=beyond, verdict=verdict,
-                      few_rounds=not strong)
+                      few_rounds=not strong, detectable=detectable)
 
 
 _KIND_ORDER = {"ratio": 0, "topology": 1}
@@ -179,7 +236,8 @@ def compare(current: Mapping, baseline: Mapping | None, tolerances: Tolerances =
         # Nothing to compare with: every metric is shown, and judged as nothing.
         return [replace(judge(None, cur[i], tolerances), verdict=INFO if cur[i].get("better") is None else OK)
                 for i in ordered]
-    return [judge(base.get(i), cur.get(i), tolerances) for i in ordered]
+    primary = current["stats"].get("primary")
+    return [judge(base.get(i), cur.get(i), tolerances, primary=i == primary) for i in ordered]
 
 
 def notes(current: Mapping, baseline: Mapping | None) -> list[str]:
@@ -194,7 +252,8 @@ def notes(current: Mapping, baseline: Mapping | None) -> list[str]:
             out.append(f"{label}: precision target not reached (half-width "
                        f"{'unknown' if hw is None else f'{hw:.1f} %'}, target {stop['target_pct']:.0f} %): {stop['reason']}")
         if doc["stats"]["includes_noisy"]:
-            out.append(f"{label}: the machine stayed busy; its statistics include noisy rounds")
+            noisy = sum(1 for r in doc["rounds"] if r["noisy"])
+            out.append(f"{label}: {noisy} of {len(doc['rounds'])} rounds began on a busy machine; its statistics include them")
         for t in doc["topologies"]:
             if t["status"] != "ran":
                 out.append(f"{label}: {t['name']} {t['status']}: {t['reason']}")
@@ -204,7 +263,7 @@ def notes(current: Mapping, baseline: Mapping | None) -> list[str]:
             if a != b:
                 out.append(f"{key} differs: baseline {a}, current {b}; absolute figures compare machines, not code")
         pa, pc = baseline["parameters"], current["parameters"]
-        for key in ("duration", "omit", "streams", "mtu", "udp_rate", "udp_duration", "rr_count", "rr_size", "rr_pin", "quick"):
+        for key in ("duration", "omit", "streams", "mtu", "udp_rate", "udp_duration", "udp_blocks", "rr_count", "rr_size", "rr_pin", "quick"):
             if pa.get(key) != pc.get(key):
                 out.append(f"parameter {key} differs: baseline {pa.get(key)}, current {pc.get(key)}")
     return out

@@ -21,7 +21,7 @@ from harness import __version__
 from harness.bench.metrics import compute_stats, primary_id
 from harness.bench.params import ALL_TESTS, BenchParams
 from harness.bench.parse import RrResult, Sample
-from harness.bench.stats import Load, usable_rounds
+from harness.bench.stats import Load, detectable_change, usable_rounds
 from harness.bench.topologies import mtu_method
 
 SCHEMA_ID = "harness-bench/1"
@@ -140,11 +140,12 @@ def build_document(params: BenchParams, *, topologies: Sequence[TopologyStatus],
     of the topologies that ran, and the machine and parameters they were measured with."""
     p = params
     ran = [t.name for t in topologies if t.status == "ran"]
-    used, includes_noisy = usable_rounds([r.noisy for r in rounds])
+    used, includes_noisy = usable_rounds([r.noisy for r in rounds], keep_noisy=p.rounds is None)
     stats = compute_stats(samples, ran, used, seed=p.seed, confidence=p.confidence, resamples=p.resamples)
     primary = primary_id(ran)
     prim = next((m for m in stats if m.id == primary), None)
     half = prim.interval.rel_half_width if prim else None
+    detectable = detectable_change(prim.se_log, confidence=p.confidence) if prim and prim.se_log else None
     return {
         "schema": SCHEMA_ID,
         "harness_version": __version__,
@@ -174,7 +175,8 @@ def build_document(params: BenchParams, *, topologies: Sequence[TopologyStatus],
             "adaptive": p.rounds is None,
             "target_pct": 100 * p.target,
             "half_width_pct": None if half is None else 100 * half,
-            "target_reached": p.stop_rule().reached(sum(not r.noisy for r in rounds), half),
+            "detectable_change_pct": None if detectable is None else 100 * detectable,
+            "target_reached": p.stop_rule().reached(len(used), half),
             "used_rounds": len(used),
             "total_rounds": len(rounds),
         },

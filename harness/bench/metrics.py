@@ -96,3 +96,15 @@ def primary_id(topologies: Sequence[str]) -> str | None:
         return None
     pair = PRIMARY if PRIMARY in pairs else pairs[0]
     return metric_id("tcp", "gbps", "/".join(pair))
+
+
+def primary_stat(samples: Sequence[Sample], primary: str, rounds: Sequence[int], *,
+                 confidence: float = DEFAULT_CONFIDENCE) -> MetricStat | None:
+    """The TCP ratio `primary` (an id from `primary_id`) alone: what the adaptive stop looks at after every
+    round, without the bootstrap of every other metric."""
+    num, den = primary[primary.index("[") + 1:-1].split("/")
+    use = set(rounds)
+    rs, values = paired_ratios(by_round(samples, num, "tcp", "gbps", use), by_round(samples, den, "tcp", "gbps", use))
+    return metric_stat(id=primary, kind="ratio", test="tcp", quantity="gbps", unit="ratio", better="higher",
+                       gate="ratio", numerator=num, denominator=den, by_round=dict(zip(rs, values, strict=True)),
+                       confidence=confidence)

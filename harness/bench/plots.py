@@ -73,7 +73,7 @@ def plot_ratios(docs: Sequence[tuple[str, Mapping]]) -> str:
     ax.axvline(1.0, color="0.5", lw=0.8)
     ax.set_yticks(range(len(ids)), ids)
     ax.invert_yaxis()
-    ax.set_xlabel("ratio (median of per-round ratios, 95 % bootstrap CI)")
+    ax.set_xlabel("ratio (Hodges-Lehmann of per-pair log-ratios, 95 % signed-rank CI)")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize="small")
     return _png(fig)

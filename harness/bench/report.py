@@ -94,6 +94,8 @@ def _meta_rows(current: Mapping, baseline: Mapping | None) -> list[tuple[str, st
         ("rounds used / run", lambda d: f"{d['stop']['used_rounds']} / {d['stop']['total_rounds']}"),
         ("wall time", lambda d: f"{d['wall_seconds']:.0f} s"),
         ("macvlan/bridge half-width", lambda d: None if d["stop"]["half_width_pct"] is None else f"{d['stop']['half_width_pct']:.1f} % (target {d['stop']['target_pct']:.0f} %)"),
+        ("macvlan/bridge detectable change (vs an equal run)",
+         lambda d: None if d["stop"].get("detectable_change_pct") is None else f"{d['stop']['detectable_change_pct']:.1f} %"),
         ("probe floor (loopback p50)", lambda d: None if not d["rr_floor"] else f"{d['rr_floor']['p50_us']:.1f} us"),
     ]
     return [(name, row(baseline, f), row(current, f)) for name, f in fields]
@@ -102,8 +104,20 @@ def _meta_rows(current: Mapping, baseline: Mapping | None) -> list[tuple[str, st
 def _rule_text(t: Tolerances) -> str:
     return (f"A regression is a change the worse way beyond its tolerance (ratios ±{100 * t.ratio:g} %, absolute "
             f"throughput/latency ±{100 * t.absolute:g} %, UDP loss ±{t.points:g} pp) that is also outside the noise: "
+            f"for paired ratios with a standard error on both sides, a z test of the log change at 95 %; else "
             f"disjoint 95 % intervals when both runs have at least {t.min_n} rounds of the metric, else (marked *) "
-            f"the current median outside the baseline's interval.")
+            f"a change beyond what the baseline's round-to-round scatter predicts for so few rounds (or, without "
+            f"baseline rounds, the current estimate outside the baseline's interval).")
+
+
+def _detectable_text(comparisons: Sequence[Comparison], current: Mapping) -> str | None:
+    """The smallest change of the primary ratio this comparison could find, when it can say."""
+    primary = current.get("stats", {}).get("primary")
+    c = next((c for c in comparisons if c.id == primary), None)
+    if c is None or c.detectable is None:
+        return None
+    return (f"Smallest change of `{primary}` this comparison finds four times out of five: {100 * c.detectable:.1f} % "
+            f"(beyond the tolerance and a z test of the log change at 95 %, with both runs' standard errors).")
 
 
 def _md_table(comparisons: Sequence[Comparison]) -> list[str]:
@@ -119,6 +133,9 @@ def render_markdown(current: Mapping, baseline: Mapping | None, comparisons: Seq
                     tolerances: Tolerances) -> str:
     lines = ["## harness bench report", "", _headline(comparisons, baseline is not None), ""]
     lines += [_rule_text(tolerances), ""]
+    detectable = _detectable_text(comparisons, current)
+    if detectable:
+        lines += [detectable, ""]
     lines += ["| | baseline | current |", "|---|---|---|"]
     lines += [f"| {n} | {b} | {c} |" for n, b, c in _meta_rows(current, baseline)]
     gated = [c for c in comparisons if c.better is not None or c.verdict in (NEW, MISSING)]
@@ -171,6 +188,7 @@ img {{ max-width: 100%; }}
 <h1>harness bench report</h1>
 <p class="{status}">{e(headline)}</p>
 <p>{e(_rule_text(tolerances))}</p>
+{f"<p>{e(_detectable_text(comparisons, current) or '')}</p>" if _detectable_text(comparisons, current) else ""}
 <table><tr><th></th><th>baseline</th><th>current</th></tr>
 {meta}
 </table>

@@ -3,9 +3,11 @@ and one request/response server per topology running, and runs rounds: every tes
 order rotated each round (`rotated`), so that ratios are taken between measurements seconds apart.
 
 Before each round it measures the idle machine (/proc/stat) and waits a little for somebody else's load to
-pass; a round that was noisy anyway is flagged, left out of the statistics and replaced. An adaptive run,
-once it has a few full rounds, focuses on TCP macvlan/bridge and stops (`harness.bench.stats.StopRule`)
-when that ratio's interval is narrow enough or the time budget is spent. `Progress` is what the runner
+pass; a round that was noisy anyway is flagged (a fixed-rounds run leaves it out of the statistics and
+replaces it; an adaptive run keeps it, see `harness.bench.stats.usable_rounds`). An adaptive run
+spends its time on pairs, TCP macvlan then bridge or bridge then macvlan, with a few full rounds (every
+test on every topology) spread over its budget (`_round_plan`), and stops (`harness.bench.stats.StopRule`)
+when the macvlan/bridge interval is narrow enough and the full rounds are in, or the budget is spent. `Progress` is what the runner
 tells its display (`RichProgress`: a bar on stderr); `BenchRunner.document` gives the results document.
 """
 
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.bench.document import RoundRecord, TopologyStatus, build_document, rr_cpu
-from harness.bench.metrics import PRIMARY, compute_stats, primary_id
+from harness.bench.metrics import PRIMARY, compute_stats, primary_id, primary_stat
 from harness.bench.params import BenchError, BenchParams, BenchUnavailable
 from harness.bench.parse import (
     Result,
@@ -286,14 +288,14 @@ class BenchRunner:
 
     # -- the run -----------------------------------------------------------------------------------------------
 
-    def _load_before(self) -> Load:
+    def _load_before(self, window: float | None = None) -> Load:
         t0, c0 = self.clock(), read_cpu_times()
-        time.sleep(self.params.load_window)  # a deliberate measurement window of an idle bench
+        time.sleep(self.params.load_window if window is None else window)  # a deliberate window of an idle bench
         return Load.between(c0, read_cpu_times(), self.clock() - t0)
 
     def used_rounds(self) -> tuple[list[int], bool]:
         """The rounds the statistics use, and whether noisy ones had to be included (see usable_rounds)."""
-        return usable_rounds([r.noisy for r in self.rounds])
+        return usable_rounds([r.noisy for r in self.rounds], keep_noisy=self.params.rounds is None)
 
     def rounds_in_stats(self) -> list[int]:
         return self.used_rounds()[0]
@@ -334,7 +336,8 @@ class BenchRunner:
         finally:
             self.progress.stop()
 
-    def _wait_for_quiet(self, rule: StopRule, t_start: float, estimate: float) -> tuple[Load, float]:
+    def _wait_for_quiet(self, rule: StopRule, t_start: float, estimate: float,
+                        window: float | None = None) -> tuple[Load, float]:
         """The idle load before a round; while somebody else keeps the machine busy, wait (polling) rather
         than spend a whole round on numbers that would be thrown away, up to `quiet_wait` seconds and
         never past the budget. Then the round runs anyway and is flagged if it is noisy."""
@@ -346,7 +349,7 @@ class BenchRunner:
         if rule.budget is not None:
             limit = min(limit, max(0.0, rule.budget - (began - t_start) - estimate))
         while True:
-            before = self._load_before()
+            before = self._load_before(window)
             waited = self.clock() - began
             reasons = p.noise.before_reasons(before)
             if not reasons:
@@ -358,43 +361,67 @@ class BenchRunner:
             self.progress.step(f"waiting for a quiet machine: {reasons[0]}")
             time.sleep(0.3)
 
-    def _round_plan(self, names: Sequence[str], index: int) -> tuple[tuple[str, ...], list[str]]:
+    def _full_rounds_done(self, names: Sequence[str]) -> int:
+        """Full rounds (every test on every topology) the statistics use."""
+        used = set(self.rounds_in_stats())
+        return sum(1 for r in self.rounds
+                   if r.index in used and len(r.order) == len(names) and len(r.tests) == len(self.params.tests))
+
+    def _focused(self, names: Sequence[str]) -> bool:
+        """Whether this run spends its time between full rounds on TCP pairs of the primary topologies."""
+        p = self.params
+        return (p.rounds is None and p.focus and "tcp" in p.tests and all(t in names for t in PRIMARY))
+
+    def _round_plan(self, names: Sequence[str], index: int, since: float = 0.0,
+                    slot: float = 0.0, target_met: bool = False) -> tuple[tuple[str, ...], list[str]]:
         """The tests and the topology order of round `index`.
 
-        A fixed-rounds run measures everything every round. An adaptive run does that until the statistics
-        hold `full_rounds` full rounds (enough for UDP, latency and the other ratios), then focuses:
-        TCP on the primary pair only, so the time left buys the most rounds of the ratio whose interval
-        the target is about (a focus round costs two TCP tests instead of every test on every topology).
-        The order still rotates every round."""
+        A fixed-rounds run measures everything every round. An adaptive run is mostly pairs: TCP on
+        macvlan and bridge, the order alternating, so that the time buys as many pairs of the primary
+        ratio as it can. It also runs `full_rounds` full rounds (every test on every topology, the other
+        ratios, UDP and latency), spread over the budget: full round k is due `k * slot` seconds after the
+        first round (`since` is the time since then), so that they sample the whole run's machine rather
+        than its first seconds; once the primary target is met, the missing ones run at once."""
         p = self.params
-        # full rounds the statistics use: quiet ones, or every one on a machine that never was quiet
-        used = set(self.rounds_in_stats())
-        full = sum(1 for r in self.rounds if r.index in used and len(r.order) == len(names) and len(r.tests) == len(p.tests))
-        primary = PRIMARY if all(t in names for t in PRIMARY) else None
-        if p.rounds is not None or not p.focus or "tcp" not in p.tests or full < p.full_rounds:
+        if not self._focused(names):
             return p.tests, rotated(names, index)
-        pair = list(primary) if primary else list(names)
-        return ("tcp",), rotated(pair, index)
+        done = self._full_rounds_done(names)
+        if done < p.full_rounds and (target_met or since >= done * slot):
+            return p.tests, rotated(names, done)
+        # the order alternates from pair to pair, whatever full rounds come between
+        pairs = sum(1 for r in self.rounds if r.tests == ("tcp",) and r.order in (PRIMARY, PRIMARY[::-1]))
+        return ("tcp",), rotated(list(PRIMARY), pairs)
 
     def _rounds(self, rule: StopRule, t_start: float) -> None:
         p = self.params
         names = list(self._live)
         primary = primary_id(names)
+        focused = self._focused(names)
         index = 0
-        durations: list[float] = []
+        t_first = self.clock()
+        # the budget left for rounds, shared out between the full rounds (see _round_plan)
+        left = (rule.budget - (t_first - t_start) - rule.reserve) if rule.budget is not None else 0.0
+        slot = max(0.0, left) / p.full_rounds if focused and p.full_rounds else 0.0
+        durations: dict[bool, list[float]] = {True: [], False: []}  # seconds per round: full, focused
         while True:
             half = self._half_width(primary)
-            # the last round of the same kind (full or focused) predicts the next one best
-            estimate = durations[-1] if durations else 0.0
-            quiet = sum(not r.noisy for r in self.rounds)
-            reason = rule.decide(quiet, len(self.rounds), half, self.clock() - t_start, estimate)
+            quiet = len(self.rounds_in_stats())
+            target_met = rule.reached(quiet, half)
+            tests, order = self._round_plan(names, index, self.clock() - t_first, slot, target_met)
+            full = len(tests) == len(p.tests) and len(order) == len(names)
+            # the last round of the same kind predicts the next one best
+            same = durations[full] or durations[not full]
+            estimate = same[-1] if same else 0.0
+            missing = max(0, p.full_rounds - self._full_rounds_done(names)) if focused else 0
+            reason = rule.decide(quiet, len(self.rounds), half, self.clock() - t_start, estimate, missing)
             if reason:
                 if reason.startswith("time budget"):
-                    reason += self._what_target_needs(primary, rule, quiet, half, estimate)
+                    reason += self._what_target_needs(primary, rule, quiet, half, durations[False][-1] if durations[False] else estimate)
                 self.stop_reason = reason
                 return
-            before, waited = self._wait_for_quiet(rule, t_start, estimate)
-            tests, order = self._round_plan(names, index)
+            # a pair is short: a shorter idle window before it (it still sees a busy machine)
+            window = p.load_window if full else min(p.load_window, p.pair_load_window)
+            before, waited = self._wait_for_quiet(rule, t_start, estimate, window)
             r_start_wall, r_start, c0 = time.time(), self.clock(), read_cpu_times()
             for test in tests:
                 for pos, name in enumerate(order):
@@ -413,7 +440,7 @@ class BenchRunner:
             record = RoundRecord(index, tuple(order), r_start_wall, seconds, before, during,
                                  tuple(p.noise.reasons(before, during)), tuple(tests), waited)
             self.rounds.append(record)
-            durations.append(seconds + p.load_window)
+            durations[full].append(seconds + window)
             index += 1
             self.progress.advance(len(self.rounds_in_stats()) if p.rounds is not None else self.clock() - t_start,
                                   self._status(primary, record))
@@ -423,18 +450,22 @@ class BenchRunner:
         """When the budget ran out first: how much scatter the ratio showed and what the target would take."""
         if rule.rounds is not None or rule.reached(quiet, half) or not primary or not round_seconds:
             return ""
-        stat = next((m for m in self.current_stats() if m.id == primary), None)
-        if not stat or not stat.summary.cv or stat.summary.n < 3:
+        stat = self._primary_stat(primary)
+        if not stat or half is None or stat.summary.n < 3:
             return ""
-        # The median's standard error is ~1.25 sigma/sqrt(n) for roughly normal scatter; z = 1.96 for 95 %.
-        needed = math.ceil((1.96 * 1.2533 * stat.summary.cv / rule.target) ** 2)
-        return (f"; per-round scatter of {primary} is {stat.summary.cv:.1%} (CV), so ±{rule.target:.0%} needs about "
-                f"{needed} rounds (~{needed * round_seconds:.0f} s at {round_seconds:.0f} s per round)")
+        # The half-width shrinks as 1/sqrt(pairs): the target needs (half/target)^2 times the pairs.
+        needed = math.ceil(stat.summary.n * (half / rule.target) ** 2)
+        return (f"; per-pair scatter of {primary} is {stat.summary.cv:.1%} (CV), so ±{rule.target:.0%} needs about "
+                f"{needed} pairs (~{needed * round_seconds:.0f} s at {round_seconds:.1f} s per pair)")
 
-    def _half_width(self, primary: str | None) -> float | None:
+    def _primary_stat(self, primary: str | None) -> MetricStat | None:
         if not primary:
             return None
-        stat = next((m for m in self.current_stats() if m.id == primary), None)
+        p = self.params
+        return primary_stat(self.samples, primary, self.rounds_in_stats(), confidence=p.confidence)
+
+    def _half_width(self, primary: str | None) -> float | None:
+        stat = self._primary_stat(primary)
         return stat.interval.rel_half_width if stat else None
 
     def document(self, started: float, finished: float) -> dict:
@@ -448,9 +479,9 @@ class BenchRunner:
 
         text = f"round {record.index + 1}" + (" [yellow]noisy[/yellow]" if record.noisy else "")
         if primary:
-            stat = next((m for m in self.current_stats() if m.id == primary), None)
+            stat = self._primary_stat(primary)
             if stat:
                 hw = stat.interval.rel_half_width
-                text += f"  {escape(primary)} {stat.summary.median:.3f}" + (f" ±{hw:.1%}" if hw is not None else "")
+                text += f"  {escape(primary)} {stat.interval.estimate:.3f}" + (f" ±{hw:.1%}" if hw is not None else "")
                 text += f" (target ±{self.params.target:.0%})" if self.params.rounds is None else ""
         return text

@@ -165,7 +165,9 @@ def test_runner_builds_through_sessions_interleaves_rounds_and_writes_a_valid_do
     assert doc["machine"]["iperf3_version"] == "3.12" and doc["machine"]["kernel"] == "6.1.0-scripted"
     assert doc["rr_floor"]["count"] == 50
     tcp = next(c for n, c in backend.sessions[1].commands if c[:2] == ["iperf3", "-c"] and "-u" not in c)
-    assert tcp[tcp.index("-P") + 1] == "4" and tcp[tcp.index("-O") + 1] == "1" and "-J" in tcp
+    assert tcp[tcp.index("-P") + 1] == "1" and tcp[tcp.index("-O") + 1] == "0" and "-J" in tcp
+    udp = next(c for n, c in backend.sessions[1].commands if c[:2] == ["iperf3", "-c"] and "-u" in c)
+    assert udp[udp.index("-k") + 1] == "40000" and "-t" not in udp
 
 
 def test_missing_iperf3_names_the_debian_package(monkeypatch):
@@ -186,23 +188,72 @@ def test_a_server_that_dies_is_reported_with_its_stderr(monkeypatch):
     assert "the iperf3 server of veth in node b" in str(info.value)
 
 
-def test_adaptive_run_focuses_extra_rounds_on_tcp_macvlan_bridge_and_says_why_it_stopped(monkeypatch):
+def _timed(monkeypatch, runner, seconds_per_test=1.0):
+    """The runner on a fake clock: each test takes `seconds_per_test`, every pause as long as asked."""
+    now = [0.0]
+    measure = runner.measure
+
+    def timed_measure(live, test):
+        now[0] += seconds_per_test
+        return measure(live, test)
+
+    monkeypatch.setattr(runner, "measure", timed_measure)
+    monkeypatch.setattr(runner, "clock", lambda: now[0])
+    monkeypatch.setattr(bench_runner.time, "sleep", lambda s: now.__setitem__(0, now[0] + s))
+    return now
+
+
+def test_adaptive_run_spends_its_budget_on_pairs_with_full_rounds_spread_over_it(monkeypatch):
     monkeypatch.setattr(bench_runner.shutil, "which", lambda name: "/usr/bin/" + name)
-    params = BenchParams(rounds=None, min_rounds=2, full_rounds=2, max_rounds=5, budget=None, target=1e-9,
-                         load_window=0.0, noise=QUIET, rr_count=20, rr_warmup=2, topologies=("macvlan", "bridge", "veth"))
+    params = BenchParams(rounds=None, min_rounds=2, full_rounds=3, budget=60.0, target=1e-9, load_window=0.0,
+                         pair_load_window=0.0, noise=QUIET, rr_count=20, rr_warmup=2,
+                         topologies=("macvlan", "bridge", "veth"))
+    runner = BenchRunner(params, ScriptedBackend(vary=True))
+    _timed(monkeypatch, runner)
+    runner.run()
+    doc = runner.document(0.0, 60.0)
+    full = [r for r in doc["rounds"] if r["tests"] == ["tcp", "udp", "rr"]]
+    pairs = [r for r in doc["rounds"] if r["tests"] == ["tcp"]]
+    # three full rounds (3 topologies x 3 tests, 9 s each), spread: the k-th is due k thirds of the
+    # ~58 s left for rounds after the first began: 19.5 s after it (a full round and 6 pairs of 2 s), 39 s
+    assert len(full) == 3 and [r["order"][0] for r in full] == ["macvlan", "bridge", "veth"]
+    at = [i for i, r in enumerate(doc["rounds"]) if r["tests"] == ["tcp", "udp", "rr"]]
+    assert at == [0, 7, 13]
+    # every other round is a macvlan/bridge TCP pair, the order alternating
+    assert {tuple(r["order"]) for r in pairs} == {("macvlan", "bridge"), ("bridge", "macvlan")}
+    assert all(a["order"] != b["order"] for a, b in zip(pairs, pairs[1:]))
+    assert len(pairs) >= 10
+    assert doc["stop"]["reason"].startswith("time budget")
+    n = {m["id"]: m["n"] for m in doc["stats"]["metrics"]}
+    assert n["tcp.gbps[macvlan/bridge]"] == len(doc["rounds"])  # full rounds are pairs too
+    assert n["tcp.gbps[bridge/veth]"] == 3 and n["rr.p50_us[macvlan]"] == 3 and n["udp.loss_pct[bridge]"] == 3
+    jsonschema.validate(doc, json.loads(SCHEMA_PATH.read_text()))
+
+
+def test_a_target_met_early_runs_the_missing_full_rounds_at_once_then_stops(monkeypatch):
+    monkeypatch.setattr(bench_runner.shutil, "which", lambda name: "/usr/bin/" + name)
+    # every sample alike: the ratio's interval is exact as soon as it exists (6 pairs)
+    params = BenchParams(rounds=None, min_rounds=2, full_rounds=3, budget=600.0, target=0.03, load_window=0.0,
+                         pair_load_window=0.0, noise=QUIET, rr_count=20, rr_warmup=2,
+                         topologies=("macvlan", "bridge", "veth"))
+    runner = BenchRunner(params, ScriptedBackend())
+    _timed(monkeypatch, runner)
+    runner.run()
+    doc = runner.document(0.0, 60.0)
+    assert [len(r["tests"]) for r in doc["rounds"]] == [3, 1, 1, 1, 1, 1, 3, 3]
+    assert doc["stop"]["reason"].startswith("target reached") and doc["stop"]["target_reached"]
+    assert doc["stop"]["half_width_pct"] == pytest.approx(0.0)
+
+
+def test_a_fixed_number_of_rounds_measures_everything_every_round(monkeypatch):
+    monkeypatch.setattr(bench_runner.shutil, "which", lambda name: "/usr/bin/" + name)
+    params = BenchParams(rounds=4, budget=None, load_window=0.0, noise=QUIET, rr_count=20, rr_warmup=2,
+                         topologies=("macvlan", "bridge", "veth"))
     runner = BenchRunner(params, ScriptedBackend(vary=True))
     runner.run()
     doc = runner.document(0.0, 1.0)
-    assert [r["tests"] for r in doc["rounds"]] == [["tcp", "udp", "rr"]] * 2 + [["tcp"]] * 3
-    assert [r["order"] for r in doc["rounds"]] == [
-        ["macvlan", "bridge", "veth"], ["bridge", "veth", "macvlan"],
-        ["macvlan", "bridge"], ["bridge", "macvlan"], ["macvlan", "bridge"]]
-    assert doc["stop"]["reason"] == "stopped at the maximum of 5 rounds"
-    assert doc["stop"]["target_reached"] is False and doc["stop"]["half_width_pct"] > 0
-    n = {m["id"]: m["n"] for m in doc["stats"]["metrics"]}
-    assert n["tcp.gbps[macvlan/bridge]"] == 5
-    assert n["tcp.gbps[bridge/veth]"] == 2 and n["rr.p50_us[macvlan]"] == 2 and n["udp.loss_pct[bridge]"] == 2
-    jsonschema.validate(doc, json.loads(SCHEMA_PATH.read_text()))
+    assert [r["tests"] for r in doc["rounds"]] == [["tcp", "udp", "rr"]] * 4
+    assert [r["order"][0] for r in doc["rounds"]] == ["macvlan", "bridge", "veth", "macvlan"]
 
 
 def test_a_busy_machine_is_waited_for_before_a_round(monkeypatch):
@@ -211,7 +262,7 @@ def test_a_busy_machine_is_waited_for_before_a_round(monkeypatch):
     now = [0.0]
     loads = iter([Load(0.6, 0.0, 0.2), Load(0.55, 0.0, 0.2), Load(0.03, 0.0, 0.2)])
 
-    def fake_load_before():
+    def fake_load_before(window=None):
         now[0] += 0.2
         return next(loads)
 
@@ -264,10 +315,28 @@ def test_a_budget_stop_says_what_the_target_would_need(monkeypatch):
         now[0] += 1.0  # every look at the clock is a second later: the 40 s budget runs out after a few rounds
         return now[0]
 
-    params = BenchParams(rounds=None, min_rounds=2, full_rounds=1, budget=40.0, target=0.001, load_window=0.0,
+    params = BenchParams(rounds=None, min_rounds=2, full_rounds=1, budget=80.0, target=0.001, load_window=0.0,
                          noise=QUIET, rr_count=10, rr_warmup=1, topologies=("macvlan", "bridge"))
     runner = BenchRunner(params, ScriptedBackend(vary=True), clock=clock)
     runner.run()
     reason = runner.stop_reason
-    assert reason.startswith("time budget") and "per-round scatter of tcp.gbps[macvlan/bridge] is" in reason
-    assert re.search(r"needs about \d+ rounds \(~\d+ s at \d+ s per round\)", reason)
+    assert reason.startswith("time budget") and "per-pair scatter of tcp.gbps[macvlan/bridge] is" in reason
+    needed = int(re.search(r"needs about (\d+) pairs \(~\d+ s at [\d.]+ s per pair\)", reason).group(1))
+    assert needed > 1000  # +-20 % scatter and a 0.1 % target
+
+
+def test_an_adaptive_run_on_a_busy_machine_keeps_its_pairs_and_runs_each_full_round_once(monkeypatch):
+    monkeypatch.setattr(bench_runner.shutil, "which", lambda name: "/usr/bin/" + name)
+    busy = NoiseRule(max_busy_before=-1.0)  # every round begins "on a busy machine"
+    params = BenchParams(rounds=None, min_rounds=2, full_rounds=3, budget=60.0, target=1e-9, load_window=0.0,
+                         pair_load_window=0.0, quiet_wait=0.0, noise=busy, rr_count=20, rr_warmup=2,
+                         topologies=("macvlan", "bridge", "veth"))
+    runner = BenchRunner(params, ScriptedBackend(vary=True))
+    _timed(monkeypatch, runner)
+    runner.run()
+    doc = runner.document(0.0, 60.0)
+    assert all(r["noisy"] for r in doc["rounds"])
+    assert sum(r["tests"] == ["tcp", "udp", "rr"] for r in doc["rounds"]) == 3  # not re-run because noisy
+    assert doc["stats"]["rounds_used"] == list(range(len(doc["rounds"]))) and doc["stats"]["includes_noisy"]
+    ratio = next(m for m in doc["stats"]["metrics"] if m["id"] == "tcp.gbps[macvlan/bridge]")
+    assert ratio["n"] == len(doc["rounds"]) and ratio["ci_low"] is not None

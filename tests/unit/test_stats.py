@@ -106,15 +106,20 @@ def test_ratios_are_paired_by_round():
 
 
 def test_metric_stat_to_json_carries_interval_and_values():
+    ratios = {2: 1.10, 0: 1.12, 1: 1.14, 3: 1.11, 4: 1.13, 5: 1.12, 6: 1.09, 7: 1.15}
     m = metric_stat(id="tcp.gbps[macvlan/bridge]", kind="ratio", test="tcp", quantity="gbps", unit="ratio",
-                    better="higher", gate="ratio", numerator="macvlan", denominator="bridge",
-                    by_round={2: 1.10, 0: 1.12, 1: 1.14})
+                    better="higher", gate="ratio", numerator="macvlan", denominator="bridge", by_round=ratios)
     d = m.to_json()
-    assert d["rounds"] == [0, 1, 2] and d["values"] == [1.12, 1.14, 1.10]
-    assert d["median"] == pytest.approx(1.12)
+    assert d["rounds"] == list(range(8)) and d["values"] == [ratios[r] for r in range(8)]
+    assert d["estimator"] == "hodges-lehmann" and d["se_log"] > 0
+    assert d["median"] == pytest.approx(1.12, abs=0.002)  # the pseudo-median of the log-ratios, back on the ratio scale
     assert d["ci_low"] <= d["median"] <= d["ci_high"]
     assert d["half_width_pct"] == pytest.approx(100 * (d["ci_high"] - d["ci_low"]) / 2 / d["median"])
     assert d["numerator"] == "macvlan" and "topology" not in d
+    # three rounds give a point estimate and no interval
+    few = metric_stat(id="x", kind="ratio", test="tcp", quantity="gbps", unit="ratio", better="higher", gate="ratio",
+                      by_round={0: 1.1, 1: 1.2, 2: 1.0}).to_json()
+    assert few["ci_low"] is None and few["half_width_pct"] is None and few["median"] == pytest.approx(1.1, abs=0.01)
     assert metric_stat(id="x", kind="topology", test="tcp", quantity="gbps", unit="", better=None, gate=None,
                        by_round={}) is None
 
@@ -159,9 +164,12 @@ def test_noise_rule_flags_a_busy_machine_and_steal():
 
 
 def test_usable_rounds_leave_noisy_ones_out_while_enough_quiet_ones_exist():
-    assert usable_rounds([False, True, False]) == ([0, 2], False)
-    assert usable_rounds([True, True, False]) == ([0, 1, 2], True)  # one quiet round cannot make an interval
+    assert usable_rounds([False] * 6 + [True, False]) == ([0, 1, 2, 3, 4, 5, 7], False)
+    # five quiet rounds cannot make an interval: every round is used, and the results say so
+    assert usable_rounds([False, True, False, False, False, False]) == ([0, 1, 2, 3, 4, 5], True)
     assert usable_rounds([]) == ([], False)
+    # an adaptive run keeps every round (its pairs cancel the load), and says that noisy ones are in
+    assert usable_rounds([False] * 6 + [True, False], keep_noisy=True) == (list(range(8)), True)
 
 
 def test_stop_rule_adaptive_waits_for_min_rounds_then_the_target():
@@ -173,6 +181,7 @@ def test_stop_rule_adaptive_waits_for_min_rounds_then_the_target():
 
 def test_stop_rule_budget_says_what_was_reached():
     rule = StopRule(target=0.03, budget=120, min_rounds=5)
+    assert rule.decide(0, 0, None, 130, 0) is None  # a set-up longer than the budget still gets one round
     reason = rule.decide(9, 9, 0.046, 112, 12)
     assert reason.startswith("time budget") and "4.60%" in reason
 
@@ -186,10 +195,10 @@ def test_stop_rule_fixed_rounds_replaces_noisy_ones_up_to_a_limit():
     assert "maximum" in StopRule(max_rounds=4, budget=None).decide(0, 4, None, 0, 1)
 
 
-def test_stop_rule_does_not_trust_a_narrow_interval_from_too_few_quiet_rounds():
+def test_stop_rule_does_not_trust_a_narrow_interval_from_too_few_usable_rounds():
     rule = StopRule(target=0.03, budget=120, min_rounds=5)
     reason = rule.decide(2, 7, 0.022, 118, 17)
-    assert "only 2 of 7 rounds were quiet" in reason
+    assert "only 2 rounds (5 needed to trust an interval)" in reason
     assert not rule.reached(2, 0.022)
     assert rule.reached(5, 0.022) and not rule.reached(5, 0.04)
     assert not StopRule(rounds=3).reached(3, 0.0)  # a fixed-rounds run has no target to reach
