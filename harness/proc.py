@@ -438,7 +438,7 @@ def spawn(argv: Sequence[str], *, node: str = "", netns: str | None = None, cwd:
 
 # -- temporary directories and their owners -----------------------------------------------------------
 
-_TAGGED = re.compile(r"^hx(spawn|vm-share|vm|ctl)-(\d+)\.(\d+)-")  # hx<kind>-<pid>.<starttime>-XXXX
+_TAGGED = re.compile(r"^hx(spawn|vm-share|vm|ctl|bench)-(\d+)\.(\d+)-")  # hx<kind>-<pid>.<starttime>-XXXX
 _SHARED = re.compile(r"^hxbatch-")  # shared by a run's processes, who are listed in OWNERS_FILE
 OWNERS_FILE = ".owners"
 
@@ -475,7 +475,8 @@ def _tag_alive(tag: str) -> bool:
 
 
 def temp_dir(kind: str) -> str:
-    """A new temporary directory `hx<kind>-<owner>-XXXX` (kind: vm, vm-share, ctl) owned by this process."""
+    """A new temporary directory `hx<kind>-<owner>-XXXX` (kind: vm, vm-share, ctl, bench) owned by this
+    process: `harness clean` removes it once the process is gone."""
     return tempfile.mkdtemp(prefix=f"hx{kind}-{owner_tag()}-")
 
 

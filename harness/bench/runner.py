@@ -17,13 +17,13 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import proc
 from harness.bench.document import RoundRecord, TopologyStatus, build_document, rr_cpu
 from harness.bench.metrics import PRIMARY, compute_stats, primary_id, primary_stat
 from harness.bench.params import BenchError, BenchParams, BenchUnavailable
@@ -313,7 +313,8 @@ class BenchRunner:
         self.progress.start(p.budget if p.rounds is None else p.rounds, "s" if p.rounds is None else "rounds")
         try:
             with ExitStack() as stack:
-                self._logdir = tempfile.mkdtemp(prefix="harness-bench-")
+                # iperf3's logs; named after this process so `harness clean` removes it after a kill
+                self._logdir = proc.temp_dir("bench")
                 stack.callback(shutil.rmtree, self._logdir, True)
                 self.progress.step("checking kernel features")
                 for topo in self.plan_topologies():
