@@ -13,7 +13,6 @@ restart of the real engine. docker-hostname: `--hostname` read in the container'
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 
 import pytest
@@ -26,25 +25,6 @@ SCENARIOS = ("docker-20.10-errors.yaml", "docker-20.10-internal-pools.yaml", "do
              "docker-connect-refusals.yaml", "macvlan-two-nics.yaml", "macvlan-host-shim.yaml",
              "docker-multi-network.yaml", "docker-stop-start-restart.yaml", "docker-hostname.yaml")
 
-
-@pytest.fixture(autouse=True)
-def _keep_sigterm():
-    previous = signal.getsignal(signal.SIGTERM)
-    yield
-    signal.signal(signal.SIGTERM, previous)
-
-
-@pytest.fixture(scope="module")
-def docker_backend():
-    try:
-        from backends.docker import DockerBackend
-        from backends.netns import NetnsBackend
-    except ImportError as exc:  # pyroute2 missing
-        pytest.skip(f"the docker backend cannot be imported: {exc}")
-    reason = NetnsBackend().available() or DockerBackend().available()
-    if reason:
-        pytest.skip(reason)
-    return DockerBackend()
 
 
 @pytest.mark.parametrize("name", SCENARIOS)

@@ -8,7 +8,6 @@ the reachability matrix) must be equal, or explained in conformance/divergences.
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 
 import pytest
@@ -19,25 +18,6 @@ from harness.conform import CONFORMS, EXPLAINED
 pytestmark = [pytest.mark.docker, pytest.mark.root]
 ROOT = Path(__file__).resolve().parents[2]
 
-
-@pytest.fixture(autouse=True)
-def _keep_sigterm():
-    previous = signal.getsignal(signal.SIGTERM)
-    yield
-    signal.signal(signal.SIGTERM, previous)
-
-
-@pytest.fixture(scope="module")
-def docker_backend():
-    try:
-        from backends.docker import DockerBackend
-        from backends.netns import NetnsBackend
-    except ImportError as exc:  # pyroute2 missing
-        pytest.skip(f"the docker backend cannot be imported: {exc}")
-    reason = NetnsBackend().available() or DockerBackend().available()
-    if reason:
-        pytest.skip(reason)
-    return DockerBackend()
 
 
 def test_the_documented_bridge_example_conforms_on_the_real_engine(docker_backend, tmp_path, capsys):
