@@ -246,6 +246,10 @@ class NetworksMixin:
             raise DockerError(f"network {name} not found")
         return net
 
+    def _not_found_text(self, name: str, exc: DockerError) -> str:
+        """What `network rm`/`inspect` print for an unknown network: the daemon's text, or the client's own."""
+        return f"Error: No such network: {name}" if self.profile.client_wraps_not_found else exc.message
+
     def _network_remove(self, cmd: NetworkRemove) -> tuple[tuple[Op, ...], list[str]]:
         ops: list[Op] = []
         errors: list[str] = []
@@ -253,7 +257,7 @@ class NetworksMixin:
             try:
                 net = self._network(name)
             except DockerError as exc:
-                errors.append(f"Error: No such network: {name}" if self.profile.client_wraps_not_found else exc.message)
+                errors.append(self._not_found_text(name, exc))
                 continue
             if net.endpoints:
                 if self.profile.busy_network_text == "id":
@@ -288,7 +292,7 @@ class NetworksMixin:
             try:
                 net = self._network(name)
             except DockerError as exc:
-                errors.append(f"Error: No such network: {name}" if self.profile.client_wraps_not_found else exc.message)
+                errors.append(self._not_found_text(name, exc))
                 continue
             found.append(network_resource(net, self._container_by_endpoint, self.profile.inspect_shape))
         if errors and not found:
