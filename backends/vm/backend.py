@@ -17,8 +17,10 @@ builds the image and probes the guest kernel's capabilities.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -42,7 +44,17 @@ from backends.vm.kernel import (
     kernel_release_of_file,
     prepared_kernel,
 )
-from backends.vm.qemu import GuestJob, GuestResult, qemu_available, run_in_guest, run_in_guests
+from backends.vm.qemu import (
+    DEFAULT_APPEND,
+    QEMU,
+    GuestJob,
+    GuestResult,
+    QemuVM,
+    qemu_available,
+    run_in_guest,
+    run_in_guests,
+)
+from backends.vm.snapshot import AGENT_APPEND, SnapshotError, SnapshotSpec, ensure_snapshot
 from backends.vm.steps import default_cache_dir
 from harness import proc
 from harness.docker.profiles import DEFAULT_PROFILE
@@ -51,7 +63,10 @@ from harness.model import ContainerRun, Scenario
 from harness.results import ERROR, ScenarioResult
 from harness.runid import child_env
 
-__all__ = ["NOT_PREPARED", "VMBackend", "not_prepared"]
+__all__ = ["NOT_PREPARED", "SNAPSHOT_ENV", "VMBackend", "not_prepared"]
+
+log = logging.getLogger(__name__)
+SNAPSHOT_ENV = "HARNESS_VM_SNAPSHOT"  # 0: boot every guest instead of resuming the saved one
 
 GUEST_PACKAGES = ("harness", "backends", "scenarios")
 BOOT_AND_IMPORT_ALLOWANCE = 60.0  # seconds on top of the per-scenario allowance
@@ -82,6 +97,8 @@ class VMBackend:
     per_scenario_allowance = PER_SCENARIO_ALLOWANCE
     result_name = "vm"
     kernel_append: tuple[str, ...] = ()  # kernel command line words after qemu.DEFAULT_APPEND
+    # Resume a guest saved with the harness loaded (backends.vm.snapshot) instead of booting one per batch.
+    snapshots = True
 
     def __init__(self, kernel: str | None = None, modules: str | None = None, cache_dir: str | None = None,
                  parallel: int | None = None):
@@ -185,9 +202,11 @@ class VMBackend:
         image = self.image()
         self._caps = self._probe()
         missing = sorted(f for f, c in self._caps.items() if not c.available)
+        saved = self.snapshot(self.batch_image())
         return (f"vm: kernel {bundle.release} ready ({bundle.package or bundle.boot_image}), image built "
                 f"({image.stat().st_size / 1e6:.0f} MB), capabilities probed "
-                f"({'every feature' if not missing else 'missing: ' + ', '.join(missing)})")
+                f"({'every feature' if not missing else 'missing: ' + ', '.join(missing)})"
+                + (f", guest saved to resume ({saved.stat().st_size / 1e6:.0f} MB)" if saved else ""))
 
     def bundle(self) -> KernelBundle:
         """The kernel to boot: --kernel's (a bzImage is decompressed once into the cache) or the prepared one."""
@@ -238,10 +257,13 @@ class VMBackend:
 
     def run_batch(self, scenarios: Sequence[Scenario], profile: str = DEFAULT_PROFILE,
                   matrix: bool = True) -> list[ScenarioResult]:
-        """Run every scenario inside guests booted for this batch; one result per scenario, in order.
+        """Run every scenario inside guests started for this batch; one result per scenario, in order.
 
-        The batch is split over `parallel` guests booted at once: a TCG guest with one vCPU keeps one
-        host CPU busy, so on this 2-vCPU machine kind two guests halve the wall time.
+        `parallel` guests start at once (a TCG guest with one vCPU keeps one host CPU busy, so on this
+        2-vCPU machine kind two guests halve the wall time) and share the work: each is given every
+        scenario, most expensive first, and runs those it claims first (`harness run --claim-dir`), so
+        neither waits while the other still has several to run, and one that fails to start leaves its
+        share to the other.
         """
         if not scenarios:
             return []
@@ -249,48 +271,102 @@ class VMBackend:
         if reason:
             return [_error(s, self.result_name, "unknown", reason, status="skip") for s in scenarios]
         t0 = time.monotonic()
-        chunks = _split(list(scenarios), self.parallel)
-        with proc.UndoStack() as stack:  # the shares go even if a signal comes meanwhile
-            jobs, guest_paths = [], []
-            for chunk in chunks:
-                share = Path(proc.temp_dir("vm-share"))
-                stack.callback(shutil.rmtree, share, ignore_errors=True)
-                (share / "scenarios").mkdir()
-                paths = stage_scenarios(chunk, share / "scenarios", "/out/scenarios")
-                argv = ("python3", "-m", "harness", "run", "--backend", self.guest_backend, "--profile", profile,
-                        "--json", "/out/results.json", "--quiet", *(() if matrix else ("--no-matrix",)), *paths)
-                jobs.append(GuestJob(argv, share, env=_guest_env()))
-                guest_paths.append(paths)
+        ordered = sorted(scenarios, key=lambda s: (-_cost(s), s.path))
+        guests = max(1, min(self.parallel, len(ordered)))
+        with proc.UndoStack() as stack:  # the share goes even if a signal comes meanwhile
+            share = Path(proc.temp_dir("vm-share"))
+            stack.callback(shutil.rmtree, share, ignore_errors=True)
+            (share / "scenarios").mkdir()
+            (share / "claims").mkdir()
+            paths = stage_scenarios(ordered, share / "scenarios", "/out/scenarios")
+            jobs = [GuestJob(("python3", "-m", "harness", "run", "--backend", self.guest_backend, "--profile", profile,
+                              "--json", f"/out/results-{i}.json", "--claim-dir", "/out/claims", "--quiet",
+                              *(() if matrix else ("--no-matrix",)), *paths), share, env=_guest_env())
+                    for i in range(guests)]
             # A scenario with several Docker hosts builds and probes a world per host: it counts once per host.
-            timeout = self.boot_allowance + self.per_scenario_allowance * max(
-                sum(len(s.topology.hosts) for s in c) for c in chunks)
+            # A guest may end up running all of them (the other failed to start).
+            timeout = self.boot_allowance + self.per_scenario_allowance * sum(len(s.topology.hosts) for s in ordered)
             try:
-                outcomes = run_in_guests(jobs, self.bundle(), self.batch_image(), timeout, memory_mb=self.memory_mb,
-                                         append=self.kernel_append)
+                outcomes = self._run_jobs(jobs, timeout)
             except VMError as exc:  # no kernel, no image, no qemu: every scenario says why
                 return [_error(s, self.result_name, self.kernel_release(), f"the VM failed: {exc}") for s in scenarios]
-            by_path: dict[str, ScenarioResult] = {}
-            wall = time.monotonic() - t0
-            for chunk, paths, job, outcome in zip(chunks, guest_paths, jobs, outcomes):
-                for result in self._collect(chunk, paths, job.share_dir, outcome, wall):
-                    by_path[result.path] = result
+            results = self._collect(ordered, paths, share, outcomes, time.monotonic() - t0)
+        by_path = {r.path: r for r in results}
         return [by_path[s.path] for s in scenarios]
 
-    def _collect(self, chunk, guest_paths, share: Path, guest: GuestResult | VMError,
-                 wall: float) -> list[ScenarioResult]:
-        if isinstance(guest, VMError):
-            return [_error(s, self.result_name, self.kernel_release(), f"the VM failed: {guest}") for s in chunk]
-        results_file = share / "results.json"
-        if not results_file.is_file():
-            detail = (guest.stderr.strip() or guest.stdout.strip())[-3000:]
-            return [_error(s, self.result_name, guest.kernel_release,
-                           f"the guest wrote no results (exit {guest.exit_code}):\n{detail}\n"
-                           f"console tail:\n{guest.console_tail}") for s in chunk]
-        out = adopt_records(chunk, guest_paths, json.loads(results_file.read_text()), self.result_name,
-                            guest.kernel_release, lambda s: _error(s, self.result_name, guest.kernel_release,
-                                                                   "the guest returned no record for this scenario"))
-        for result in out:
-            result.durations["vm_boot"] = guest.boot_seconds
+    def _run_jobs(self, jobs: list[GuestJob], timeout: float) -> list[GuestResult | VMError]:
+        """Run the jobs in guests resumed from the saved guest (`snapshot`), or booted when there is none
+        or it does not resume (then it is removed, and made again next time)."""
+        image = self.batch_image()
+        saved = self.snapshot(image)
+        if saved is not None:
+            outcomes = run_in_guests(jobs, self.bundle(), image, timeout, memory_mb=self.memory_mb,
+                                     append=self.kernel_append, snapshot=saved)
+            refused = [i for i, outcome in enumerate(outcomes) if isinstance(outcome, SnapshotError)]
+            if not refused:
+                return outcomes
+            log.warning("booting instead: %s", outcomes[refused[0]])
+            saved.unlink(missing_ok=True)
+            retried = run_in_guests([jobs[i] for i in refused], self.bundle(), image, timeout,
+                                    memory_mb=self.memory_mb, append=self.kernel_append)
+            for i, outcome in zip(refused, retried):
+                outcomes[i] = outcome
+            return outcomes
+        return run_in_guests(jobs, self.bundle(), image, timeout, memory_mb=self.memory_mb, append=self.kernel_append)
+
+    def snapshot(self, image: Path) -> Path | None:
+        """The saved guest for `image` (made now, one boot, if it is not cached), or None when this backend
+        does not use one, HARNESS_VM_SNAPSHOT=0 turns them off, or it cannot be made (then it says why)."""
+        if not self.snapshots or os.environ.get(SNAPSHOT_ENV, "1") == "0":
+            return None
+        bundle = self.bundle()
+        spec = SnapshotSpec(bundle.release, Path(bundle.boot_image), image, self.memory_mb, "max",
+                            (*DEFAULT_APPEND, *self.kernel_append, AGENT_APPEND), QEMU)
+
+        @contextlib.contextmanager
+        def agent_vm(incoming):
+            with proc.UndoStack() as stack:  # the saved guest has both shares, empty: their paths are not saved
+                shares = {}
+                for tag in ("hxctl", "hxshare"):
+                    shares[tag] = Path(proc.temp_dir("ctl"))
+                    stack.callback(shutil.rmtree, shares[tag], ignore_errors=True)
+                with QemuVM(bundle, image, shares=shares, append=self.kernel_append, memory_mb=self.memory_mb,
+                            agent=True, incoming=incoming) as vm:
+                    yield vm
+
+        try:
+            return ensure_snapshot(self.cache_dir(), spec, agent_vm)
+        except (SnapshotError, OSError) as exc:
+            log.warning("cannot save a guest to resume, booting instead: %s", exc)
+            return None
+
+    def _collect(self, scenarios: list[Scenario], guest_paths: list[str], share: Path,
+                 outcomes: list[GuestResult | VMError], wall: float) -> list[ScenarioResult]:
+        """Every guest's records, as results; a scenario without one carries what went wrong in the guests."""
+        records, guests, troubles = [], {}, []
+        for i, guest in enumerate(outcomes):
+            name = f"guest {i + 1} of {len(outcomes)}"
+            if isinstance(guest, VMError):
+                troubles.append(f"{name}: the VM failed: {guest}")
+                continue
+            results_file = share / f"results-{i}.json"
+            if not results_file.is_file():
+                detail = (guest.stderr.strip() or guest.stdout.strip())[-3000:]
+                troubles.append(f"{name} wrote no results (exit {guest.exit_code}):\n{detail}\n"
+                                f"console tail:\n{guest.console_tail}")
+                continue
+            for record in json.loads(results_file.read_text()):
+                records.append(record)
+                guests[record.get("path")] = guest
+        kernel = next((g.kernel_release for g in outcomes if isinstance(g, GuestResult)), self.kernel_release())
+        missing = "\n".join(troubles) or "the guests returned no record for this scenario"
+        out = adopt_records(scenarios, guest_paths, records, self.result_name, kernel,
+                            lambda s: _error(s, self.result_name, kernel, missing))
+        for result, guest_path in zip(out, guest_paths):
+            guest = guests.get(guest_path)
+            if guest is not None:
+                result.durations["vm_boot"] = guest.boot_seconds  # qemu start to the first command, booted or resumed
+                result.durations["vm_resumed"] = float(guest.restored)
             result.durations["vm_batch_wall"] = round(wall, 3)
         return out
 
@@ -313,21 +389,10 @@ class VMBackend:
 
 
 def _cost(scenario: Scenario) -> int:
-    """A scenario's expected cost: the probe matrix grows with the square of its containers."""
+    """A scenario's expected cost: the probe matrix grows with the square of its containers, and a scenario
+    with several Docker hosts builds and probes a world per host."""
     runs = sum(isinstance(step.command, ContainerRun) for step in scenario.steps)
-    return runs * runs + len(scenario.steps)
-
-
-def _split(scenarios: list[Scenario], parts: int) -> list[list[Scenario]]:
-    """Greedy balance by `_cost`, most expensive first (measured here: 25.2 s / 25.3 s of guest time)."""
-    parts = max(1, min(parts, len(scenarios)))
-    chunks: list[list[Scenario]] = [[] for _ in range(parts)]
-    load = [0] * parts
-    for s in sorted(scenarios, key=lambda s: (-_cost(s), s.path)):
-        i = load.index(min(load))
-        chunks[i].append(s)
-        load[i] += _cost(s)
-    return chunks
+    return (runs * runs + len(scenario.steps)) * len(scenario.topology.hosts)
 
 
 def _guest_env() -> dict[str, str]:
@@ -359,6 +424,9 @@ class VMDockerBackend(VMBackend):
     boot_allowance = 180.0
     per_scenario_allowance = 300.0
     result_name = "docker (vm)"
+    # Its guest starts a real dockerd for each run, and the docker layer makes the saved guest ~200 MB
+    # larger; the agent runs the netns tier only.
+    snapshots = False
     # DEFAULT_APPEND's acpi=off hides the HPET: the guest clock is then jiffies, which under TCG drifts
     # (measured: minutes off the host's within one boot, ahead or behind), and dockerd gives containerd 15 s
     # of that clock to start ("failed to start containerd: timeout waiting for containerd to start").

@@ -102,6 +102,20 @@ if [ -f /etc/hx/modules ]; then
 fi
 hx_log "modules loaded at uptime $(hx_uptime)s"
 
+# Snapshot mode (backends/vm/snapshot.py): the agent loads the harness, says READY on ttyS1 and waits; the
+# host saves the guest there. Each restore resumes it: it mounts /hx/ctl itself (a mounted 9p share would
+# forbid the save), runs job.json in-process and writes the same files a job.sh run does.
+case " $(cat /proc/cmdline) " in
+*" hx.agent "*)
+    hx_log "agent starts at uptime $(hx_uptime)s"
+    # By path, not -m: the package backends.vm imports host-only code. -P: its directory is not sys.path[0].
+    python3 -P /hx/project/backends/vm/guest_agent.py < /dev/null
+    hx_status=$?
+    hx_log "agent exited with status $hx_status at uptime $(hx_uptime)s"
+    hx_poweroff "$hx_status"
+    ;;
+esac
+
 if ! hx_mount hxctl /hx/ctl; then
     hx_log "cannot mount the control share (virtio-9p tag hxctl)"
     hx_poweroff 127

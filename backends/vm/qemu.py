@@ -43,6 +43,7 @@ failed: write error") and 1024 MB boots 0.3 s slower; qboot instead of SeaBIOS g
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shlex
@@ -57,6 +58,7 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING
 
 from backends.vm.errors import VMError, VMTimeout
+from backends.vm.snapshot import AGENT_APPEND, AgentChannel, SnapshotError, agent_qemu_args
 from harness import proc
 from harness.errors import CommandFailed
 
@@ -76,6 +78,7 @@ __all__ = [
 ]
 
 QEMU = "qemu-system-x86_64"
+AGENT_ARGV = ("python3", "-m", "harness")  # what a restored guest's agent runs (backends/vm/guest_agent.py)
 CONSOLE_TAIL_LINES = 40
 
 # Measured on this machine kind (see docs/performance.md):
@@ -101,7 +104,7 @@ def qemu_available(binary: str = QEMU) -> str | None:
 
 @dataclass(frozen=True)
 class GuestResult:
-    """What a guest command did. ``boot_seconds``: qemu start to guest command start."""
+    """What a guest command did. ``boot_seconds``: qemu start to guest command start (booted or restored)."""
 
     argv: tuple[str, ...]
     exit_code: int
@@ -111,6 +114,7 @@ class GuestResult:
     kernel_release: str
     boot_seconds: float
     total_seconds: float
+    restored: bool = False  # resumed from a saved guest (backends.vm.snapshot), not booted
 
     def assert_success(self) -> GuestResult:
         """Return self, or raise VMError with the command, exit code and stderr."""
@@ -157,11 +161,15 @@ class QemuVM:
     def __init__(self, kernel: KernelBundle | Path, initramfs: Path, *,
                  shares: Mapping[str, Path] | None = None, append: Sequence[str] = (),
                  memory_mb: int = 512, smp: int = 1, cpu: str = "max", qemu: str = QEMU,
-                 extra_args: Sequence[str] = ()) -> None:
+                 extra_args: Sequence[str] = (), agent: bool = False, incoming: Path | None = None) -> None:
         self.boot_image = Path(getattr(kernel, "boot_image", kernel))
         self.initramfs = Path(initramfs)
         self.shares = dict(shares or {})
-        self.append = tuple(DEFAULT_APPEND) + tuple(append)
+        # An agent VM (backends.vm.snapshot): /init starts the guest agent; `incoming` is a saved agent VM
+        # to resume instead of booting.
+        self.agent = agent or incoming is not None
+        self.incoming = incoming
+        self.append = tuple(DEFAULT_APPEND) + tuple(append) + ((AGENT_APPEND,) if self.agent else ())
         self.memory_mb = memory_mb
         self.smp = smp
         self.cpu = cpu
@@ -180,11 +188,20 @@ class QemuVM:
         return self._workdir / "console.log"
 
     @property
+    def workdir(self) -> Path:
+        assert self._workdir is not None, "QemuVM is not started"
+        return self._workdir
+
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
-    def argv(self, console: Path | str = "console.log") -> list[str]:
-        """The qemu command line, with the serial console written to ``console``."""
+    def argv(self, console: Path | str = "console.log", workdir: Path | None = None) -> list[str]:
+        """The qemu command line, with the serial console written to ``console`` (an agent VM's sockets
+        go in ``workdir``)."""
         argv = [
             self.qemu, "-accel", "tcg", "-machine", "pc", "-cpu", self.cpu,
             "-smp", str(self.smp), "-m", str(self.memory_mb),
@@ -201,10 +218,13 @@ class QemuVM:
             escaped = str(path).replace(",", ",,")  # qemu's option syntax doubles commas
             argv += ["-fsdev", f"local,id={tag},path={escaped},security_model=none,multidevs=remap",
                      "-device", f"virtio-9p-pci,fsdev={tag},mount_tag={tag}"]
+        if self.agent:
+            argv += agent_qemu_args(workdir or Path("."), self.incoming)
         return argv + list(self.extra_args)
 
     def __enter__(self) -> QemuVM:
-        for what, path in (("kernel", self.boot_image), ("initramfs", self.initramfs)):
+        for what, path in (("kernel", self.boot_image), ("initramfs", self.initramfs),
+                           *((("snapshot", self.incoming),) if self.incoming else ())):
             if not path.is_file():
                 raise VMError(f"{what} {path} does not exist")
         for tag, path in self.shares.items():
@@ -214,7 +234,7 @@ class QemuVM:
         self._stack = contextlib.ExitStack()
         try:
             self._install_sigterm()
-            argv = self.argv(self.console_path)
+            argv = self.argv(self.console_path, self._workdir)
             self.started_at = time.time()
             self._started_mono = time.monotonic()
             try:
@@ -346,10 +366,14 @@ def run_in_guest(argv: Sequence[str], kernel: KernelBundle | Path, initramfs: Pa
 
 def run_in_guests(jobs: Sequence[GuestJob], kernel: KernelBundle | Path, initramfs: Path,
                   timeout: float = 300.0, *, memory_mb: int = 512, smp: int = 1, cpu: str = "max",
-                  append: Sequence[str] = (), qemu: str = QEMU,
-                  qemu_args: Sequence[str] = ()) -> list[GuestResult | VMError]:
+                  append: Sequence[str] = (), qemu: str = QEMU, qemu_args: Sequence[str] = (),
+                  snapshot: Path | None = None) -> list[GuestResult | VMError]:
     """Boot one guest per job, all at once (a single-vCPU TCG guest keeps one host CPU busy), and
     return each job's GuestResult, or the VMError that ended it, in order.
+
+    With ``snapshot`` (``backends.vm.snapshot.ensure_snapshot`` of the same kernel, image and machine
+    options) each guest resumes that saved guest instead of booting, and its agent runs the job, which
+    must be ``python3 -m harness ...``; a guest that cannot resume ends as a SnapshotError.
 
     Every qemu is started from this thread under one ExitStack and waited for in turn, so Ctrl-C or
     SIGTERM while waiting kills them all: no qemu outlives this call.
@@ -357,6 +381,10 @@ def run_in_guests(jobs: Sequence[GuestJob], kernel: KernelBundle | Path, initram
     unavailable = qemu_available(qemu)
     if unavailable:
         raise VMError(unavailable)
+    if snapshot is not None:
+        for job in jobs:
+            if tuple(job.argv[:3]) != AGENT_ARGV:
+                raise ValueError(f"a restored guest runs only `python3 -m harness ...` jobs, not {job.argv!r}")
     deadline = time.monotonic() + timeout
     with proc.UndoStack() as stack:  # the control directories go even if a signal comes meanwhile
         started = []
@@ -364,20 +392,40 @@ def run_in_guests(jobs: Sequence[GuestJob], kernel: KernelBundle | Path, initram
             ctl = Path(proc.temp_dir("ctl"))
             stack.callback(shutil.rmtree, ctl, ignore_errors=True)
             shares = {"hxctl": ctl}
-            if job.share_dir is not None:
-                shares["hxshare"] = Path(job.share_dir).resolve()
             mount = job.share_mount if job.share_dir is not None else None
             workdir = job.cwd or (job.share_mount if job.share_dir is not None else "/")
-            (ctl / "job.sh").write_text(_job_script(job.argv, workdir, job.env or {}, mount))
+            if snapshot is not None:  # an agent VM always has both 9p devices: the saved layout
+                empty = ctl / "no-share"
+                empty.mkdir()
+                shares["hxshare"] = Path(job.share_dir).resolve() if job.share_dir is not None else empty
+                (ctl / "job.json").write_text(json.dumps(
+                    {"argv": list(job.argv), "cwd": workdir, "env": dict(job.env or {}), "share_mount": mount}))
+            else:
+                if job.share_dir is not None:
+                    shares["hxshare"] = Path(job.share_dir).resolve()
+                (ctl / "job.sh").write_text(_job_script(job.argv, workdir, job.env or {}, mount))
             vm = QemuVM(kernel, initramfs, shares=shares, append=append, memory_mb=memory_mb,
-                        smp=smp, cpu=cpu, qemu=qemu, extra_args=qemu_args)
+                        smp=smp, cpu=cpu, qemu=qemu, extra_args=qemu_args, incoming=snapshot)
             stack.enter_context(vm)
             started.append((job, ctl, vm))
-        return [_finish(job, ctl, vm, max(0.0, deadline - time.monotonic()), timeout)
-                for job, ctl, vm in started]
+        refused: dict[int, VMError] = {}
+        if snapshot is not None:  # each qemu waits for its agent channel before it loads the saved guest
+            for i, (job, _ctl, vm) in enumerate(started):
+                try:
+                    channel = stack.enter_context(AgentChannel(vm.workdir, vm.running))
+                    channel.resume()
+                except SnapshotError as exc:
+                    vm.kill()
+                    refused[i] = SnapshotError(f"cannot resume the saved guest {snapshot}: {exc}\n"
+                                               f"qemu: {vm.qemu_stderr() or '(nothing)'}",
+                                               console_tail=vm.console_tail())
+        return [refused.get(i) or _finish(job, ctl, vm, max(0.0, deadline - time.monotonic()), timeout,
+                                          snapshot is not None)
+                for i, (job, ctl, vm) in enumerate(started)]
 
 
-def _finish(job: GuestJob, ctl: Path, vm: QemuVM, remaining: float, timeout: float) -> GuestResult | VMError:
+def _finish(job: GuestJob, ctl: Path, vm: QemuVM, remaining: float, timeout: float,
+            restored: bool) -> GuestResult | VMError:
     argv = job.argv
     try:
         rc = vm.wait(remaining)
@@ -414,4 +462,4 @@ def _finish(job: GuestJob, ctl: Path, vm: QemuVM, remaining: float, timeout: flo
         boot = float("nan")
     return GuestResult(argv=tuple(argv), exit_code=int(status), stdout=stdout, stderr=stderr,
                        console_tail=console, kernel_release=_read(ctl / "kernel_release").strip(),
-                       boot_seconds=round(boot, 3), total_seconds=round(total, 3))
+                       boot_seconds=round(boot, 3), total_seconds=round(total, 3), restored=restored)

@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(e.g. 6.1,6.12,host; host = this machine's kernel through netns, the others VM kernels)")
     p.add_argument("-v", "--verbose", action="store_true", help="print every check")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    p.add_argument("--claim-dir", metavar="DIR", help="share the work with other runs given the same DIR: run, in the "
+                   "order given, only the scenarios no other run has claimed (the VM backend's guests do this)")
     p.set_defaults(func=cmd_run)
 
     p = with_profile(sub.add_parser("conform", help="run scenarios on the emulation and on a real Docker engine "

@@ -210,6 +210,39 @@ def test_run_on_the_dry_run_backend_renders_and_skips(tmp_path, capsys):
         assert [s["index"] for s in r["steps"]] == list(range(1, len(r["steps"]) + 1))
 
 
+def test_runs_sharing_a_claim_dir_split_the_scenarios_between_them(tmp_path, capsys):
+    """What the VM backend's guests do: each takes, in the order given, the files no other run has taken."""
+    claims, first_json, second_json = tmp_path / "claims", tmp_path / "first.json", tmp_path / "second.json"
+    claims.mkdir()
+    files = [str(SCENARIOS / n) for n in ("macvlan-bridge.yaml", "macvlan-vlan50.yaml", "macvlan-private.yaml")]
+    (claims / "macvlan-vlan50.yaml").mkdir()  # a run that got there first
+    code, out, err = run(capsys, "run", "--backend", "dry-run", "-q", "--json", str(first_json),
+                         "--claim-dir", str(claims), *files)
+    assert code == 0, err
+    assert [r["scenario"] for r in json.loads(first_json.read_text())] == ["macvlan-bridge", "macvlan-private"]
+    code, out, err = run(capsys, "run", "--backend", "dry-run", "-q", "--json", str(second_json),
+                         "--claim-dir", str(claims), *files)
+    assert code == 0 and json.loads(second_json.read_text()) == []  # nothing left to take
+    assert sorted(p.name for p in claims.iterdir()) == sorted(Path(f).name for f in files)
+
+
+def test_a_claim_dir_that_does_not_exist_is_an_error_before_anything_runs(tmp_path, capsys):
+    code, out, err = run(capsys, "run", "--backend", "dry-run", "-q", "--claim-dir", str(tmp_path / "nope"),
+                         str(SCENARIOS / "macvlan-bridge.yaml"))
+    assert code == 2 and f"--claim-dir {tmp_path / 'nope'} is not a directory" in err
+
+
+def test_an_invalid_file_met_in_claim_mode_is_said_and_fails_the_run(tmp_path, capsys):
+    (tmp_path / "claims").mkdir()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    code, out, err = run(capsys, "run", "--backend", "dry-run", "-q", "--claim-dir", str(tmp_path / "claims"),
+                         str(bad), str(SCENARIOS / "macvlan-bridge.yaml"))
+    assert code == 2
+    assert "bad.yaml:2: not valid YAML" in out + err
+    assert "0 passed, 0 failed, 1 skipped, 0 errors" in out  # the valid one still ran
+
+
 def test_run_with_k_selects_by_keyword(capsys):
     code, out, err = run(capsys, "run", "--backend", "dry-run", "-q", "-k", "vlan50 and not multihost", str(SCENARIOS))
     assert code == 0
