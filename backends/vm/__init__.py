@@ -8,10 +8,13 @@ Modules, from the bottom up (each imports only those above it; no cycle):
   prepared kernel found cheaply (`prepared_kernel`), bzImage decompression
 - `manifest`, `cpio`, `closure`, `image`: the guest's initramfs (`build_initramfs`): what goes in, from
   where, written as cpio, cached in two layers and pruned
+- `snapshot`: `SnapshotSpec`, `ensure_snapshot`, `AgentChannel`: a guest saved with the harness loaded, resumed
+  instead of booted (its guest side: `guest_agent.py`)
 - `qemu`: `QemuVM`, `run_in_guest`, `run_in_guests`, `GuestResult` (the job in, the results out over 9p)
 - `capabilities`: what the guest kernel can create, from its config file or the cached guest probe
 - `backend`: `VMBackend` (a batch backend: `available`, `capabilities`, `prepare`, `run_batch`, `run_tool`)
-- `guest_init.sh`: the guest's /init
+- `guest_init.sh`: the guest's /init; `guest_agent.py`: the guest's harness runner in a saved guest (run by
+  path inside the guest, never imported on the host)
 """
 
 from backends.vm.backend import NOT_PREPARED, VMBackend, VMDockerBackend

@@ -1,11 +1,13 @@
 """The VM backend: scenarios run for real inside qemu, on Debian's full kernel (802.1q, ipvlan, dummy).
 
-`VMBackend` is a batch backend (`kind = "batch"`): one boot serves many scenarios. `run_batch(scenarios)`
-copies the scenario files into a share, boots guests (`backends.vm.qemu.run_in_guests`, image from
-`backends.vm.image`), and runs the very same namespace backend inside them
-(`python3 -m harness run --backend netns --json /out/results.json ...`). The guests' JSON records come
-back as `ScenarioResult`s, marked with backend `vm` and the guest's kernel release. A boot that fails
-or hangs makes every scenario of its share an error carrying the console tail. `run_tool` runs any
+`VMBackend` is a batch backend (`kind = "batch"`): one guest start serves many scenarios. `run_batch(scenarios)`
+copies the scenario files into a share, starts guests (`backends.vm.qemu.run_in_guests`, image from
+`backends.vm.image`): each resumes the guest saved with the harness loaded (`snapshot`,
+`backends.vm.snapshot`), or boots when there is none. They run the very same namespace backend inside,
+taking the scenarios from one shared list (`python3 -m harness run --backend netns --claim-dir /out/claims
+--json /out/results-N.json ...`). The guests' JSON records come back as `ScenarioResult`s, marked with
+backend `vm` and the guest's kernel release. A scenario a failed or hung guest took is an error carrying
+the console tail. `run_tool` runs any
 `python3 -m harness ...` command in one guest (the bench uses it).
 
 Cheap and side-effect free, as every backend's: `available()` (qemu is installed and a kernel is
