@@ -53,8 +53,9 @@ READY = b"READY\n"
 READY_TIMEOUT = 120.0  # boot and imports under TCG take ~7 s on a quiet machine, several times that under load
 SAVE_TIMEOUT = 60.0
 RESUME_TIMEOUT = 60.0
-_KEEP_SNAPSHOTS = 3  # per kernel release: ~250 MB each
-_PRUNE_GRACE_SECONDS = 900
+_KEEP_SNAPSHOTS = 2  # per kernel release: ~250 MB each
+# qemu's `cat` opens the file within a second of ensure_snapshot returning it; an open file outlives its unlink.
+_PRUNE_GRACE_SECONDS = 60
 
 
 class SnapshotError(VMError):
@@ -248,8 +249,8 @@ def ensure_snapshot(cache_dir: Path, spec: SnapshotSpec, make_vm) -> Path:
 
 
 def _prune(directory: Path, keep: Path) -> None:
-    """Remove all but the most recently used snapshots of a release (not those used in the last minutes:
-    another run may be restoring one)."""
+    """Remove all but the most recently used snapshots of a release (not one used in the last minute:
+    another run may be about to resume it)."""
     snaps = sorted(directory.glob("guest-*.qemu"), key=lambda p: p.stat().st_mtime, reverse=True)
     now = time.time()
     for old in snaps[_KEEP_SNAPSHOTS:]:
