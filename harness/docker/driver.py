@@ -14,8 +14,8 @@ and are re-exported here.
 
 from __future__ import annotations
 
-import copy
 import ipaddress
+import pickle
 import random
 
 from harness.docker import ipam
@@ -101,13 +101,16 @@ class DockerEmulator(NetworksMixin, ContainersMixin):
 
     # -- transactions -------------------------------------------------------------------------------
 
-    def snapshot(self) -> dict:
-        return copy.deepcopy({k: v for k, v in self.__dict__.items() if k not in ("scenario", "profile", "host")})
+    def snapshot(self) -> bytes:
+        # A pickle round trip is a deep copy at 2.4x deepcopy's speed (measured on every shipped scenario's
+        # compile: 0.18 s against 0.075 s on the host; it is most of the compile time, and a TCG guest pays 10x).
+        return pickle.dumps({k: v for k, v in self.__dict__.items() if k not in ("scenario", "profile", "host")},
+                            protocol=pickle.HIGHEST_PROTOCOL)
 
-    def restore(self, snap: dict) -> None:
+    def restore(self, snap: bytes) -> None:
         # What the plan says about Docker's nondeterminism survives a refused command.
         notes, points = self.notes, self.choice_points
-        self.__dict__.update(copy.deepcopy(snap))
+        self.__dict__.update(pickle.loads(snap))
         self.notes, self.choice_points = notes, points
 
     def choose(self, key: str, items: list, labels: list[str], note: str, seen_in: tuple[str, str] = ("", "")
