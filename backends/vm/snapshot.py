@@ -253,6 +253,10 @@ def _prune(directory: Path, keep: Path) -> None:
     another run may be about to resume it)."""
     snaps = sorted(directory.glob("guest-*.qemu"), key=lambda p: p.stat().st_mtime, reverse=True)
     now = time.time()
+    for partial in directory.glob(".guest-*.tmp"):  # a save killed before its `finally` ran
+        if now - partial.stat().st_mtime > _PRUNE_GRACE_SECONDS:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
     for old in snaps[_KEEP_SNAPSHOTS:]:
         if old != keep and now - old.stat().st_mtime > _PRUNE_GRACE_SECONDS:
             with contextlib.suppress(FileNotFoundError):
