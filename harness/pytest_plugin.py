@@ -123,10 +123,12 @@ def _may_batch(name: str) -> bool:
 
 
 def _vm_kernels(config: pytest.Config) -> list[str]:
+    text = config.getoption("--kernels", None)
+    if not text:  # harness.cli (rich and the CLI's modules) only for a matrix run: 65 ms a process
+        return []
     from harness.cli.matrix import HOST, parse_kernels
 
-    text = config.getoption("--kernels", None)
-    return [k for k in parse_kernels(text) if k != HOST] if text else []
+    return [k for k in parse_kernels(text) if k != HOST]
 
 
 def kernel_choosers(config: pytest.Config) -> dict[str, BackendChooser]:
