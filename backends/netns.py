@@ -85,6 +85,7 @@ if len(_ipvlan_plugin.ipvlan.nla_map) == 2:
     _ipvlan_plugin.ipvlan.nla_map = (*_ipvlan_plugin.ipvlan.nla_map, ("IFLA_IPVLAN_FLAGS", "uint16"))
 
 IFA_F_NODAD = 0x02
+LOOPBACK_IFINDEX = 1  # every network namespace's lo (include/net/flow.h)
 CLONE_NEWNET = 0x40000000
 IPVLAN_MODES = {"l2": 0, "l3": 1, "l3s": 2}
 IPVLAN_FLAGS = {"bridge": 0, "private": 1, "vepa": 2}
@@ -212,6 +213,11 @@ class NetnsSession:
     closing: bool = False  # set when the whole session unwinds: removing a namespace removes its links
     serial: int = 0  # stand-in names for long node names: never reused within a session
     keepers: dict[str, tuple] = field(default_factory=dict)  # node -> (keeper of its UTS namespace, its stack)
+    # (namespace, link name) -> ifindex, as last looked up. A lookup is a netlink round trip (about 3 ms of
+    # pyroute2 under TCG, half of most operations); entries go with the move of their link, and all of
+    # them with any delete (a parent takes its children, a namespace its links and their veth peers) or
+    # any failed operation.
+    indices: dict[tuple[str, str], int] = field(default_factory=dict)
 
     # -- names ------------------------------------------------------------------------------------
 
@@ -225,9 +231,13 @@ class NetnsSession:
         return self.handles[self.physical_name(node)]
 
     def _index(self, node: str, ifname: str, op: Op) -> int:
+        key = (self.physical_name(node), ifname)
+        if key in self.indices:
+            return self.indices[key]
         found = self._ipr(node).link_lookup(ifname=ifname)
         if not found:
             raise KernelError(op, errno.ENODEV, f"Cannot find device \"{ifname}\"", node)
+        self.indices[key] = found[0]
         return found[0]
 
     # -- operations ---------------------------------------------------------------------------------
@@ -237,7 +247,11 @@ class NetnsSession:
             # One operation is a few netlink messages (and a fork for a new namespace): a signal waits
             # for its end, so an undo never meets a half-done operation or an unrecorded namespace.
             with proc.deferred_signals():
-                self._apply(op)
+                try:
+                    self._apply(op)
+                except BaseException:
+                    self.indices.clear()  # what a failed operation changed is not known
+                    raise
         except NetlinkError as exc:
             raise KernelError(op, exc.code, os.strerror(exc.code), getattr(op, "node", "")) from None
         except OSError as exc:
@@ -256,12 +270,11 @@ class NetnsSession:
             idx = self._index(op.node, op.dev, op)
             self._ipr(op.node).vlan_filter("add", index=idx, vlan_info={"vid": op.vid})
         elif isinstance(op, MoveLink):
-            ipr = self._ipr(op.node)
             idx = self._index(op.node, op.name, op)
-            ipr.link("set", index=idx, net_ns_fd=self.physical_name(op.to_node))
-            target = self._ipr(op.to_node)
-            moved = self._index(op.to_node, op.name, op)
-            target.link("set", index=moved, ifname=op.new_name)
+            del self.indices[(self.physical_name(op.node), op.name)]
+            # One request: the kernel moves the link, then renames it in its new namespace (do_setlink:
+            # a name given with an index is a rename, made after the namespace change).
+            self._ipr(op.node).link("set", index=idx, net_ns_fd=self.physical_name(op.to_node), ifname=op.new_name)
         elif isinstance(op, SetLink):
             self._set_link(op)
         elif isinstance(op, DeleteLink):
@@ -331,9 +344,7 @@ class NetnsSession:
         ipr = IPRoute(use_socket=sock)  # the socket opened inside the namespace: it never opens another
         self.handles[name] = ipr
         self.stack.callback(self._close_handle, name)
-        lo = ipr.link_lookup(ifname="lo")
-        if lo:
-            ipr.link("set", index=lo[0], state="up")
+        ipr.link("set", index=LOOPBACK_IFINDEX, state="up")
 
     def _set_hostname(self, op: SetHostname) -> None:
         """The node's own UTS namespace, named as Docker names the container: a network namespace has no
@@ -373,6 +384,7 @@ class NetnsSession:
         name = self.nodes.get(node)
         if name is None:
             return
+        self.indices.clear()
         # A container removed mid-scenario: delete its links first, synchronously. The kernel destroys a
         # removed namespace's links later, in a workqueue, so its macvlan child could still hold its MAC on
         # the parent when the next container's child takes the same MAC (EADDRINUSE, seen on a restart).
@@ -434,6 +446,7 @@ class NetnsSession:
 
     def _delete_link(self, node: str, name: str) -> None:
         """Idempotent: a link already gone (moved, deleted with its namespace) is fine."""
+        self.indices.clear()
         phys = self.nodes.get(node)
         ipr = self.handles.get(phys) if phys else None
         if ipr is None:
