@@ -668,14 +668,17 @@ def probe_all(session, jobs: Sequence[PingJob], owners: dict[str, str], extra: S
 #
 # Who answers for an address on a segment, asked from the switch's monitor port (harness.world: `mon<k>`,
 # `mon<k>.<vlan>`) by harness/arpscan.py: ARP probes (IPv4) and neighbour solicitations (IPv6), SCAN_ROUNDS
-# rounds SCAN_INTERVAL apart, then SCAN_WAIT for late answers. A second answer to one request is a second
-# node holding the address (MACs alone would not tell: Docker 20.10 derives them from the address).
+# rounds, each listening WINDOW_FACTOR times the slowest first answer of the scan (at least SCAN_FLOOR) once
+# every address has answered it, else up to SCAN_INTERVAL, then a final wait by the same rule (up to
+# SCAN_WAIT) for late answers. A second answer to one request is a second node holding the address (MACs
+# alone would not tell: Docker 20.10 derives them from the address).
 
 ARPSCAN = Path(__file__).resolve().with_name("arpscan.py")
 proc.fork_script(ARPSCAN, lambda argv: arpscan.main(argv[1:]))
 SCAN_ROUNDS = 3
-SCAN_INTERVAL = 0.3
-SCAN_WAIT = 1.0
+SCAN_INTERVAL = 0.3  # a round's cap, while an address is unanswered
+SCAN_WAIT = 1.0  # the final wait's cap
+SCAN_FLOOR = 0.05  # a round's least window once every address answered (FACTOR x the slowest answer, above)
 
 
 @dataclass(frozen=True)
@@ -715,6 +718,7 @@ class ScanResult:
 def scan_argv(targets: Sequence[tuple[str, str]]) -> list[str]:
     """The scanner's command line for (monitor interface, address) pairs."""
     return [sys.executable, "-I", "-S", str(ARPSCAN), str(SCAN_ROUNDS), f"{SCAN_INTERVAL:g}", f"{SCAN_WAIT:g}",
+            f"{SCAN_FLOOR:g}", f"{WINDOW_FACTOR:g}",
             *(f"{iface},{ip}" for iface, ip in targets)]
 
 

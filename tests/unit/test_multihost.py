@@ -294,7 +294,7 @@ class ScanningKernel(FakeKernel):
         for node, argv in jobs:
             if argv[0] == sys.executable and str(argv[3]).endswith("arpscan.py"):
                 lines = []
-                for spec in argv[7:]:
+                for spec in argv[9:]:  # after ROUNDS INTERVAL WAIT FLOOR FACTOR
                     iface, ip = spec.split(",")
                     n = self.answers.get(ip, 1)
                     lines.append(json.dumps({"iface": iface, "ip": ip, "rounds": [["02:42:ac:10:56:02"] * n] * 3,
