@@ -249,6 +249,15 @@ def ping_many(session, jobs: Sequence[PingJob]) -> list[PingResult]:
     return parse_pings(jobs, session.run_many(ping_commands(jobs), timeout=PING_TIMEOUT))
 
 
+def probe_now(session, jobs: Sequence[PingJob]) -> list[PingResult]:
+    """Probes asked at once, outside the matrix (a transient container's documented ping, while it exists):
+    the batch prober for a session with namespace files (a fork of the harness, not an exec of `ping`:
+    about 100 ms less each in the TCG guest), else `ping`."""
+    if isinstance(session, NamespacePaths):
+        return probe_all(session, jobs, {})[1]
+    return ping_many(session, jobs)
+
+
 def ping_commands(jobs: Sequence[PingJob]) -> list[tuple[str, list[str]]]:
     return [(j.src, ping_argv(j.dst, j.family, j.expect_reach, j.isolation_wait)) for j in jobs]
 
