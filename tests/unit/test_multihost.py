@@ -455,3 +455,9 @@ def test_the_scan_counts_a_hosts_interfaces_as_one_holder():
     assert judge._holders(shared) == 2
     strangers = ScanResult("mon0", "172.16.86.9", (("aa:00:00:00:00:01", "bb:00:00:00:00:09"),))
     assert judge._holders(strangers) == 2
+
+
+def test_a_scan_round_listens_ten_times_its_slowest_first_answer_within_its_floor_and_cap():
+    assert arpscan.window_s(0.001, 0.05, 10, 0.3) == 0.05  # local answers: the floor
+    assert arpscan.window_s(0.012, 0.05, 10, 0.3) == pytest.approx(0.12)  # a slow machine: longer
+    assert arpscan.window_s(0.2, 0.05, 10, 0.3) == 0.3  # never past the old fixed wait
