@@ -1,12 +1,21 @@
 """ARP/NDP scanner: who answers for an address on a segment (a script; the evidence of address conflicts).
 
-Run inside the switch node as `python3 -I -S arpscan.py ROUNDS INTERVAL WAIT SPEC...`, where SPEC is
-`IFACE,ADDRESS` (IFACE: the monitor port of the segment, `mon0` or `mon0.50`). For each round it asks
-once for every address: an ARP probe for IPv4 (RFC 5227: sender address 0.0.0.0, so no neighbour table
-learns anything), a neighbour solicitation for IPv6 (to the solicited-node group, from a link-local
+Run inside the switch node as `python3 -I -S arpscan.py ROUNDS INTERVAL WAIT FLOOR FACTOR SPEC...`, where
+SPEC is `IFACE,ADDRESS` (IFACE: the monitor port of the segment, `mon0` or `mon0.50`). For each round it
+asks once for every address: an ARP probe for IPv4 (RFC 5227: sender address 0.0.0.0, so no neighbour
+table learns anything), a neighbour solicitation for IPv6 (to the solicited-node group, from a link-local
 address of its own). Every node holding the address answers, and each answer is counted, with the MAC
 it came from. It prints one JSON object per line and SPEC: `iface`, `ip`, `rounds` (per round, the
-source MAC of every answer) and `error`.
+source MAC of every answer), `error` and `listened_ms` (how long each round, then the final wait, listened).
+
+How long it listens, derived from the answers of the same scan (the batch prober's rule for isolation,
+harness/prober.py): a round lasts FACTOR times the slowest first answer of the scan so far, at least FLOOR,
+once every address has answered it, and INTERVAL while one has not; after the last round it listens the
+same window again, or WAIT while an address is unanswered. A second holder answers the same broadcast in
+the same kernel as the first, so its answer comes within a few times the first one's; when the machine is
+slow, the first answers are slow and the window grows with them. An answer counts for its round whenever
+it comes, up to the end of the scan. Measured in the TCG guest (2026-11-30): the fixed 3 x 0.3 s + 1 s
+this replaced were 1.9 s of a multi-host scenario's 3 s of checks.
 
 Why answers are told apart by round with a MAC of the round: two containers on two hosts holding one
 address often hold one MAC too (Docker 20.10 derives the MAC from the address), so counting distinct
@@ -17,6 +26,7 @@ Nothing is sent but these requests, only on the harness's own switch.
 """
 
 import json
+import select
 import socket
 import struct
 import sys
@@ -80,10 +90,17 @@ def answer(frame: bytes, proto: int):
     return None
 
 
+def window_s(slowest: float, floor: float, factor: float, cap: float) -> float:
+    """How long a round listens after its requests once every address has answered it: FACTOR times the
+    slowest first answer of the scan so far, at least FLOOR, at most the round's cap (see the docstring)."""
+    return min(cap, max(floor, factor * slowest))
+
+
 def main(argv: list[str]) -> int:
     rounds, interval, wait = int(argv[0]), float(argv[1]), float(argv[2])
+    floor, factor = float(argv[3]), float(argv[4])
     specs = []
-    for spec in argv[3:]:
+    for spec in argv[5:]:
         iface, _, ip = spec.partition(",")
         version = 6 if ":" in ip else 4
         specs.append((iface, ip, version, socket.inet_pton(socket.AF_INET6 if version == 6 else socket.AF_INET, ip)))
@@ -104,7 +121,35 @@ def main(argv: list[str]) -> int:
             errors[(iface, ip)] = f"{iface}: {exc.strerror or exc}"
     heard: dict[tuple[str, bytes], list[list[str]]] = {(i, t): [[] for _ in range(rounds)] for i, _, _, t in specs}
     macs = {round_mac(r): r for r in range(rounds)}
-    deadline = None
+    asked = [(iface, target) for iface, ip, version, target in specs
+             if (iface, ETH_P_IPV6 if version == 6 else ETH_P_ARP) in sockets]
+    sent_at = [0.0] * rounds
+    slowest = 0.0
+    poller = select.poll()
+    for sock in sockets.values():
+        poller.register(sock, select.POLLIN)
+
+    def drain() -> None:
+        nonlocal slowest
+        for (iface, proto), sock in sockets.items():
+            while True:
+                try:
+                    frame, addr = sock.recvfrom(2048)
+                except (BlockingIOError, InterruptedError):
+                    break
+                got_at = time.monotonic()
+                if addr[2] == PACKET_OUTGOING:
+                    continue
+                got = answer(frame, proto)
+                if got is None or got[0] not in macs:
+                    continue
+                key, r = (iface, got[1]), macs[got[0]]
+                if key in heard:
+                    if not heard[key][r]:
+                        slowest = max(slowest, got_at - sent_at[r])
+                    heard[key][r].append(mac_text(got[2]))
+
+    windows = []
     for r in range(rounds + 1):
         if r < rounds:
             for iface, ip, version, target in specs:
@@ -117,29 +162,25 @@ def main(argv: list[str]) -> int:
                     sock.send(frame)
                 except OSError as exc:
                     errors[(iface, ip)] = f"send on {iface}: {exc.strerror or exc}"
-            until = time.monotonic() + interval
+            sent_at[r] = start = time.monotonic()
+            cap = interval
         else:
-            until = deadline = time.monotonic() + wait
-        while time.monotonic() < until:
-            for (iface, proto), sock in sockets.items():
-                while True:
-                    try:
-                        frame, addr = sock.recvfrom(2048)
-                    except (BlockingIOError, InterruptedError):
-                        break
-                    if addr[2] == PACKET_OUTGOING:
-                        continue
-                    got = answer(frame, proto)
-                    if got is None or got[0] not in macs:
-                        continue
-                    key = (iface, got[1])
-                    if key in heard:
-                        heard[key][macs[got[0]]].append(mac_text(got[2]))
-            time.sleep(0.01)
-    assert deadline is not None
+            start, cap = time.monotonic(), wait
+        last = min(r, rounds - 1)  # the final wait listens for the last round's answers
+        while True:
+            # Drain first, then judge with the time taken before the drain: every answer that reached the
+            # kernel before `check` has been counted when the round ends at `check`.
+            check = time.monotonic()
+            drain()
+            answered = all(heard[key][last] for key in asked)
+            limit = window_s(slowest, floor, factor, cap) if answered else cap
+            if check - start >= limit:
+                break
+            poller.poll(max(0.0, (start + limit - time.monotonic()) * 1000))
+        windows.append(round((check - start) * 1000, 3))
     for iface, ip, _, target in specs:
         print(json.dumps({"iface": iface, "ip": ip, "rounds": heard[(iface, target)],
-                          "error": errors.get((iface, ip))}))
+                          "error": errors.get((iface, ip)), "listened_ms": windows}))
     return 0
 
 

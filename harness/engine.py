@@ -40,7 +40,7 @@ from harness.observe import (
     observe_and_probe,
     parse_scan,
     path_jobs,
-    ping_many,
+    probe_now,
     scan_argv,
 )
 from harness.oracle import HostSetup, Oracle
@@ -128,7 +128,7 @@ class Engine:
             if outcome.reach is not None and outcome.error is None:
                 check = outcome.reach
                 # The transient container pings now, while it exists, then is removed.
-                res = ping_many(session, [PingJob(check.src, check.dst, True, check.family)])[0] \
+                res = probe_now(session, [PingJob(check.src, check.dst, True, check.family)])[0] \
                     if session.observes else None
                 docker.finish(outcome)
                 if res is not None:

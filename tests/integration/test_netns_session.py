@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import CommandFailed
-from harness.plan import CreateNode
+from harness.plan import AddLink, CreateNode, MoveLink
 
 pytestmark = pytest.mark.root
 
@@ -55,6 +55,29 @@ def alive(pid: int) -> bool:
 def start_time(pid: int) -> int:
     stat = Path(f"/proc/{pid}/stat").read_text()
     return int(stat[stat.rindex(")") + 1:].split()[22 - 3])
+
+
+# --- operations ------------------------------------------------------------------------------------------
+
+
+def test_a_link_is_found_by_name_in_its_own_namespace_only(session):
+    from backends.netns import _ifindex
+
+    session.apply(AddLink("host", "hxv0", "veth", peer="hxv1", peer_node="host"))
+    host, c1 = (session.sockets[session.physical_name(n)] for n in ("host", "c1"))
+    assert _ifindex(host, "hxv0") == session.handles[session.physical_name("host")].link_lookup(ifname="hxv0")[0]
+    assert _ifindex(c1, "hxv0") is None and _ifindex(host, "lo") == 1
+    assert _ifindex(host, "hxv0-but-longer-than-ifnamsiz") is None  # never cut short to another name
+
+
+def test_a_move_renames_the_link_in_its_new_namespace(session):
+    from backends.netns import _ifindex
+
+    session.apply(AddLink("host", "hxm0", "veth", peer="hxm1", peer_node="host"))
+    session.apply(MoveLink("host", "hxm0", "c1", "eth0"))
+    host, c1 = (session.sockets[session.physical_name(n)] for n in ("host", "c1"))
+    assert _ifindex(host, "hxm0") is None and _ifindex(c1, "hxm0") is None
+    assert _ifindex(c1, "eth0") is not None and _ifindex(host, "hxm1") is not None
 
 
 # --- commands ---------------------------------------------------------------------------------------------

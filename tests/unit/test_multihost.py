@@ -294,7 +294,7 @@ class ScanningKernel(FakeKernel):
         for node, argv in jobs:
             if argv[0] == sys.executable and str(argv[3]).endswith("arpscan.py"):
                 lines = []
-                for spec in argv[7:]:
+                for spec in argv[9:]:  # after ROUNDS INTERVAL WAIT FLOOR FACTOR
                     iface, ip = spec.split(",")
                     n = self.answers.get(ip, 1)
                     lines.append(json.dumps({"iface": iface, "ip": ip, "rounds": [["02:42:ac:10:56:02"] * n] * 3,
@@ -455,3 +455,9 @@ def test_the_scan_counts_a_hosts_interfaces_as_one_holder():
     assert judge._holders(shared) == 2
     strangers = ScanResult("mon0", "172.16.86.9", (("aa:00:00:00:00:01", "bb:00:00:00:00:09"),))
     assert judge._holders(strangers) == 2
+
+
+def test_a_scan_round_listens_ten_times_its_slowest_first_answer_within_its_floor_and_cap():
+    assert arpscan.window_s(0.001, 0.05, 10, 0.3) == 0.05  # local answers: the floor
+    assert arpscan.window_s(0.012, 0.05, 10, 0.3) == pytest.approx(0.12)  # a slow machine: longer
+    assert arpscan.window_s(0.2, 0.05, 10, 0.3) == 0.3  # never past the old fixed wait
