@@ -207,9 +207,16 @@ def _routes(data: list, family: int) -> tuple[RouteView, ...]:
 class PingJob:
     src: str  # node
     dst: str  # address
-    expect_reach: bool | None  # None: no expectation, wait the reach deadline
+    expect_reach: bool | None  # None: no expectation (its outcome is chance: an address in conflict)
     family: int = 0
     isolation_wait: float = 0.0  # an isolation probe's wait for an answer; 0: ISOLATION_WAIT
+
+    @property
+    def listens(self) -> bool:
+        """Whether it listens for the isolation window instead of waiting out the reach deadline: an isolation
+        probe, and one whose outcome is chance (the window's rule already hears any reply the machine would
+        give; a reply a conflict sends to the other holder never comes, and waiting 3 s for it only costs)."""
+        return self.expect_reach is not True
 
 
 @dataclass(frozen=True)
@@ -259,7 +266,7 @@ def probe_now(session, jobs: Sequence[PingJob]) -> list[PingResult]:
 
 
 def ping_commands(jobs: Sequence[PingJob]) -> list[tuple[str, list[str]]]:
-    return [(j.src, ping_argv(j.dst, j.family, j.expect_reach, j.isolation_wait)) for j in jobs]
+    return [(j.src, ping_argv(j.dst, j.family, not j.listens, j.isolation_wait)) for j in jobs]
 
 
 _RTT = re.compile(r"= [\d.]+/[\d.]+/([\d.]+)/[\d.]+ ms")
@@ -311,7 +318,7 @@ def parse_pings(jobs: Sequence[PingJob], results) -> list[PingResult]:
         if res.exit_code == 0 and rtt_ms is not None:
             # -c 1 stops at the first reply, which came after the last echo sent (PING_INTERVAL apart)
             # and after its own round trip: at least the larger of the two.
-            sent_before = int(sent.group(1)) - 1 if sent and job.expect_reach is not False else 0
+            sent_before = int(sent.group(1)) - 1 if sent and not job.listens else 0
             reply_ms = max(rtt_ms, sent_before * PING_INTERVAL * 1000)
         out.append(PingResult(job, res.exit_code == 0, summary, res.command, res.exit_code, probe_error,
                               rtt_ms, reply_ms, timed_out=bool(getattr(res, "timed_out", False)),
@@ -321,7 +328,7 @@ def parse_pings(jobs: Sequence[PingJob], results) -> list[PingResult]:
 
 def _listened_ms(job: PingJob) -> float | None:
     """How long `ping -W` (or a per-source prober) listens after an isolation probe's last echo."""
-    return (job.isolation_wait or ISOLATION_WAIT) * 1000 if job.expect_reach is False else None
+    return (job.isolation_wait or ISOLATION_WAIT) * 1000 if job.listens else None
 
 
 # -- probing at scale ---------------------------------------------------------------------------------
@@ -373,7 +380,7 @@ def max_concurrent() -> int:
 
 
 def prober_argv(jobs: Sequence[PingJob], wait: float) -> list[str]:
-    specs = [("i:" if j.expect_reach is False else "r:") + j.dst for j in jobs]
+    specs = [("i:" if j.listens else "r:") + j.dst for j in jobs]
     return [sys.executable, "-I", "-S", str(PROBER), f"{PING_INTERVAL:g}", str(REACH_DEADLINE), f"{wait:g}",
             str(ISOLATION_PACKETS), *specs]
 
@@ -406,7 +413,7 @@ def batch_prober_argv(jobs: Sequence[PingJob], paths: dict[str, str], cap: float
     spec = [f"window {PING_INTERVAL:g} {REACH_DEADLINE} {ISOLATION_FLOOR:g} {cap:g} {WINDOW_FACTOR:g} "
             f"{ISOLATION_PACKETS} {ISOLATION_GAP:g}"]
     spec += [f"ns {node} {paths[node]}" for node in sorted({j.src for j in jobs} | set(observe) | set(flush))]
-    spec += [f"probe {j.src} {'i' if j.expect_reach is False else 'r'} {j.dst}" for j in jobs]
+    spec += [f"probe {j.src} {'i' if j.listens else 'r'} {j.dst}" for j in jobs]
     spec += [f"observe {node}" for node in observe]
     spec += [f"flush {node}" for node in flush]
     return [sys.executable, "-I", "-S", str(PROBER), "--batch", *spec]
@@ -470,7 +477,7 @@ def _prober_record(job: PingJob, rec: dict, sockets: dict, waited_ms: float | No
 def _prober_command(job: PingJob, sockets: dict) -> str:
     version = ipaddress.ip_address(job.dst).version if is_ip_address(job.dst) else 4
     kind = sockets.get(str(version), "icmp")
-    return f"prober.py {'i' if job.expect_reach is False else 'r'}:{job.dst} ({kind} ICMP socket)"
+    return f"prober.py {'i' if job.listens else 'r'}:{job.dst} ({kind} ICMP socket)"
 
 
 def plan_waves(jobs: Sequence[PingJob], owners: dict[str, str], budget: int | None = None) -> list[list[int]]:
@@ -604,7 +611,7 @@ def probe_all(session, jobs: Sequence[PingJob], owners: dict[str, str], extra: S
     wait = BATCH_CAP if batch else ISOLATION_WAIT
     for round_ in range(MAX_ROUNDS):
         stats.rounds = round_ + 1
-        subset = [replace(jobs[i], isolation_wait=wait) if jobs[i].expect_reach is False else jobs[i] for i in todo]
+        subset = [replace(jobs[i], isolation_wait=wait) if jobs[i].listens else jobs[i] for i in todo]
         waves = plan_waves(subset, owners) if round_ else first
         flushing = len(waves) > 1
         retry, slowest = [], 0.0
