@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from harness import arpscan, proc, prober
+from harness import arpscan, prober, proc
 from harness.model import is_ip_address
 
 # How long a probe may take. An expected-reachable probe returns at its first reply (deadline -w, whole

@@ -410,7 +410,7 @@ def run_in_guests(jobs: Sequence[GuestJob], kernel: KernelBundle | Path, initram
             started.append((job, ctl, vm))
         refused: dict[int, VMError] = {}
         if snapshot is not None:  # each qemu waits for its agent channel before it loads the saved guest
-            for i, (job, _ctl, vm) in enumerate(started):
+            for i, (_job, _ctl, vm) in enumerate(started):
                 try:
                     channel = stack.enter_context(AgentChannel(vm.workdir, vm.running))
                     channel.resume()

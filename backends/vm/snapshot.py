@@ -42,6 +42,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from backends.vm.errors import VMError
+
 log = logging.getLogger(__name__)
 
 __all__ = ["AGENT_APPEND", "AgentChannel", "SnapshotError", "SnapshotSpec", "agent_qemu_args", "ensure_snapshot",

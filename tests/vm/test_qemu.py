@@ -19,28 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from backends.vm import ImageError, KernelBundle, build_initramfs, default_cache_dir, fetch_kernel
-from backends.vm.qemu import GuestResult, QemuVM, VMError, VMTimeout, qemu_available, run_in_guest
+from backends.vm import KernelBundle, build_initramfs, default_cache_dir
+from backends.vm.qemu import GuestResult, QemuVM, VMError, VMTimeout, run_in_guest
 from harness.errors import HarnessError
 
 pytestmark = pytest.mark.vm
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def kernel() -> KernelBundle:
-    reason = qemu_available()
-    if reason:
-        pytest.skip(reason)
-    if os.geteuid() != 0:
-        pytest.skip("VM tests run as root (they drive apt-get and network namespaces in the guest)")
-    try:
-        return fetch_kernel(default_cache_dir())
-    except ImageError as exc:
-        if "apt-cache" in str(exc):  # no apt index here: an environment gap, not a bug
-            pytest.skip(f"apt cannot resolve Debian's kernel package: {exc}")
-        raise
 
 
 @pytest.fixture(scope="module")

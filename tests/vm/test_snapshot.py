@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from backends.vm import ImageError, VMBackend, default_cache_dir, fetch_kernel
-from backends.vm.qemu import GuestJob, GuestResult, qemu_available, run_in_guests
+from backends.vm import VMBackend
+from backends.vm.qemu import GuestJob, GuestResult, run_in_guests
 from backends.vm.snapshot import SnapshotError, SnapshotSpec
 from harness.loader import load_scenario
 from harness.results import PASS
@@ -26,18 +26,7 @@ CAPABILITIES = ("python3", "-m", "harness", "capabilities", "--backend", "netns"
 
 
 @pytest.fixture(scope="module")
-def backend() -> VMBackend:
-    reason = qemu_available()
-    if reason:
-        pytest.skip(reason)
-    if os.geteuid() != 0:
-        pytest.skip("VM tests run as root")
-    try:
-        fetch_kernel(default_cache_dir())
-    except ImageError as exc:
-        if "apt-cache" in str(exc):
-            pytest.skip(f"apt cannot resolve Debian's kernel package: {exc}")
-        raise
+def backend(kernel) -> VMBackend:
     return VMBackend()
 
 
