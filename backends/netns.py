@@ -124,29 +124,39 @@ def _netns_dir() -> None:
         raise BackendUnavailable(problem)
 
 
-def _in_namespace(name: str, fn):
-    """Run fn() in a thread that has entered namespace `name`; /proc/sys/net then shows that namespace."""
+def _in_own_thread(name: str, body):
+    """body() in a new thread, waited for; its value, or its exception raised here. Network namespaces are
+    per thread: a thread that enters or unshares one leaves the caller's untouched."""
     box: dict = {}
 
     def target():
         try:
-            fd = os.open(os.path.join(NETNS_DIR, check_name(name)), os.O_RDONLY)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, os.strerror(err))
-            finally:
-                os.close(fd)
-            box["value"] = fn()
+            box["value"] = body()
         except BaseException as exc:  # handed to the caller's thread
             box["error"] = exc
 
-    t = threading.Thread(target=target, name=f"setns-{name}")
+    t = threading.Thread(target=target, name=name)
     t.start()
     t.join()
     if "error" in box:
         raise box["error"]
     return box.get("value")
+
+
+def _in_namespace(name: str, fn):
+    """Run fn() in a thread that has entered namespace `name`; /proc/sys/net then shows that namespace."""
+
+    def body():
+        fd = os.open(os.path.join(NETNS_DIR, check_name(name)), os.O_RDONLY)
+        try:
+            if _libc.setns(fd, CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err))
+        finally:
+            os.close(fd)
+        return fn()
+
+    return _in_own_thread(f"setns-{name}", body)
 
 
 MS_BIND, MS_REC, MS_SHARED, NETLINK_ROUTE = 0x1000, 0x4000, 0x100000, 0
@@ -174,27 +184,18 @@ def _create_netns(name: str) -> socket.socket:
             err = ctypes.get_errno()
             raise OSError(err, f"sharing {NETNS_DIR}: {os.strerror(err)}")
     os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
-    box: dict = {}
 
-    def target():
-        try:
-            if _libc.unshare(CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"unshare: {os.strerror(err)}")
-            own = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
-            if _mount(own, path, MS_BIND) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"mounting the namespace on {path.decode()}: {os.strerror(err)}")
-            box["socket"] = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
-        except BaseException as exc:  # handed to the caller's thread
-            box["error"] = exc
+    def body():
+        if _libc.unshare(CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"unshare: {os.strerror(err)}")
+        own = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
+        if _mount(own, path, MS_BIND) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"mounting the namespace on {path.decode()}: {os.strerror(err)}")
+        return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
 
-    t = threading.Thread(target=target, name=f"netns-{name}")
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    return box["socket"]
+    return _in_own_thread(f"netns-{name}", body)
 
 
 SIOCGIFINDEX = 0x8933

@@ -105,15 +105,23 @@ def json_text(value) -> str:
     return str(value)
 
 
+def resolve(t) -> bool:
+    """Give a target its address family and numeric address; False (the target done, with its error) when
+    the name does not resolve."""
+    try:
+        t.version, t.dst = normalize(t.text)
+    except OSError as exc:
+        t.error, t.done = f"unknown host {t.text}: {exc.strerror or exc}", True
+        return False
+    return True
+
+
 def probe(specs, interval: float, deadline: float, wait: float, packets: int):
     targets = [Target(s) for s in specs]
     sockets, kinds = {}, {}
     ident = posix.getpid() & 0xFFFF
     for t in targets:
-        try:
-            t.version, t.dst = normalize(t.text)
-        except OSError as exc:
-            t.error, t.done = f"unknown host {t.text}: {exc.strerror or exc}", True
+        if not resolve(t):
             continue
         if t.version not in sockets:
             try:
@@ -315,10 +323,7 @@ def open_batch_sockets(targets, paths):
     """Resolve each target and give it its source's socket; {(source, version): kind} for the report."""
     sockets, kinds = {}, {}
     for t in targets:
-        try:
-            t.version, t.dst = normalize(t.text)
-        except OSError as exc:
-            t.error, t.done = f"unknown host {t.text}: {exc.strerror or exc}", True
+        if not resolve(t):
             continue
         key = (t.src, t.version)
         if key not in sockets:

@@ -45,12 +45,12 @@ def claim(directory: str, path: str) -> bool:
     return True
 
 
-def claimed_scenarios(args, invalid: list) -> Iterator[Scenario]:
+def claimed_scenarios(args, files: list, invalid: list) -> Iterator[Scenario]:
     """`--claim-dir`: each file, in the order given, that no other run has claimed, loaded only then (a TCG
     guest takes ~0.2 s to load and compile one: the other guest's share is not loaded here). Invalid ones are
     said and added to `invalid`."""
     keep = keyword_filter(args.k)
-    for path in find_scenarios(args.paths or [str(DEFAULT_SCENARIOS)]):
+    for path in files:
         if not claim(args.claim_dir, str(path)):
             continue  # another run sharing the directory has it
         loaded, errors = load_scenarios([str(path)], args.profile)
@@ -71,11 +71,12 @@ def cmd_run(args) -> int:
     invalid: list = []
     if args.claim_dir:
         try:
-            total = len(find_scenarios(args.paths or [str(DEFAULT_SCENARIOS)]))
+            files = find_scenarios(args.paths or [str(DEFAULT_SCENARIOS)])
         except ScenarioError as exc:
             print_invalid([exc])
             return 2
-        scenarios: Iterable[Scenario] = claimed_scenarios(args, invalid)
+        total = len(files)
+        scenarios: Iterable[Scenario] = claimed_scenarios(args, files, invalid)
     else:
         scenarios = selected_scenarios(args)
         if scenarios is None:
